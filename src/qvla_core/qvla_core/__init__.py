@@ -1,0 +1,1 @@
+"""qvla_core: the transport-free core of qvla. Never imports rclpy."""
