@@ -19,6 +19,8 @@ setup(
     entry_points={
         "console_scripts": [
             "qvla-schema = qvla_core.cli.schema:main",
+            "qvla-build-checkpoint = qvla_core.cli.build_checkpoint:main",
+            "qvla-prompt = qvla_core.cli.prompt:main",
         ],
     },
 )

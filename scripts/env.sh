@@ -1,0 +1,12 @@
+# Source this file (bash) to use the built workspace: venv + install/setup.bash + ROS settings.
+# shellcheck shell=bash disable=SC1091
+_qvla_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$_qvla_root/.venv/bin/activate"
+source "$_qvla_root/install/setup.bash"
+export AMENT_PREFIX_PATH="$_qvla_root/.venv:${AMENT_PREFIX_PATH:-}"
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# Keep discovery on this machine unless the user says otherwise (Jazzy/Kilted setting).
+export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+export QVLA_ROOT="$_qvla_root"
+unset _qvla_root

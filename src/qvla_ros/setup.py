@@ -1,0 +1,29 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "qvla_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "tests"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        # launch/ and config/ live at the repository top level; symlinks bring them here.
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config/robots", glob("config/robots/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="qvla maintainers",
+    maintainer_email="maintainers@qvla.dev",
+    description="ROS 2 nodes and launch files for the qvla Qwen-VLA runtime.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "policy_node = qvla_ros.policy_node:main",
+        ],
+    },
+)
