@@ -1,0 +1,1 @@
+"""Qwen-VLA model pieces: backbone wrapper, tokenizer, DiT flow-matching action decoder, policy."""
