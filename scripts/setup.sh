@@ -79,9 +79,14 @@ setup_venv() {
         say "venv up to date ($VENV)"
         return
     fi
-    say "creating $VENV (ROS 2 Kilted wheels, torch $TORCH_VERSION/$TORCH_VARIANT, transformers); takes about a minute"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
+    rm -f "$VENV/.qvla-ready"
+    if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+        say "updating $VENV to requirements/lock.txt"
+    else
+        say "creating $VENV (ROS 2 Kilted wheels, torch $TORCH_VERSION/$TORCH_VARIANT, transformers); takes a few minutes"
+        rm -rf "$VENV"
+        "$PY" -m venv "$VENV"
+    fi
     if [[ "$TORCH_VARIANT" == "cuda" ]]; then
         # PyPI's Linux torch wheel is the CUDA build; skip the local CPU file.
         PIP_FIND_LINKS="" pip_install "torch==$TORCH_VERSION"

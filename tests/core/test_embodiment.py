@@ -38,10 +38,14 @@ def test_aloha_matches_the_interbotix_conventions() -> None:
     assert emb.camera_names == ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
     assert len(emb.action) == 14 and emb.control_rate_hz == 50.0
     assert emb.action_names[:7] == tuple(
-        f"left_{j}" for j in ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
+        f"left_{j}"
+        for j in ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
     )
     assert [c.kind for c in emb.action].count(ChannelKind.gripper) == 2
-    assert [j.topic for j in config.ros.joint_states] == ["/follower_left/joint_states", "/follower_right/joint_states"]
+    assert [j.topic for j in config.ros.joint_states] == [
+        "/follower_left/joint_states",
+        "/follower_right/joint_states",
+    ]
 
 
 def _aloha_data() -> dict[str, Any]:
@@ -84,7 +88,11 @@ def _mutations() -> list[tuple[str, Any, list[str]]]:
     return [
         ("missing key", drop_horizon, ["embodiment.horizon", "Field required"]),
         ("wrong type", rate_as_text, ["embodiment.control_rate_hz", "'fast'"]),
-        ("inverted limits", inverted_limits, ["embodiment.action.2", "lower (2.0) must be below upper (-2.0)"]),
+        (
+            "inverted limits",
+            inverted_limits,
+            ["embodiment.action.2", "lower (2.0) must be below upper (-2.0)"],
+        ),
         ("unknown output", unknown_output, ["ros.outputs.0", "'teleport'"]),
         ("typo", typo_key, ["embodiment.horizn", "Extra inputs"]),
         ("camera without topic", missing_camera_topic, ["cam_right_wrist"]),
@@ -94,7 +102,9 @@ def _mutations() -> list[tuple[str, Any, list[str]]]:
 
 
 @pytest.mark.parametrize("label,mutate,expected", _mutations(), ids=[m[0] for m in _mutations()])
-def test_broken_yaml_names_file_key_and_value(tmp_path: Path, label: str, mutate: Any, expected: list[str]) -> None:
+def test_broken_yaml_names_file_key_and_value(
+    tmp_path: Path, label: str, mutate: Any, expected: list[str]
+) -> None:
     data = copy.deepcopy(_aloha_data())
     mutate(data)
     path = _write(tmp_path, data)
@@ -132,7 +142,7 @@ def test_normalization_width_must_match_channels(tmp_path: Path) -> None:
         "state": {"mode": "mean_std", "mean": [0.0] * 14, "std": [1.0] * 14},
         "action": {"mode": "quantile", "q01": [-1.0] * 13, "q99": [1.0] * 13},
     }
-    with pytest.raises(ConfigError, match="normalization.action has 13 values for 14 channels"):
+    with pytest.raises(ConfigError, match=r"normalization\.action has 13 values for 14 channels"):
         load_robot_config(_write(tmp_path, data))
 
 

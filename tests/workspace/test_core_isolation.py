@@ -39,7 +39,12 @@ def test_qvla_core_imports_and_tests_pass_without_ros() -> None:
     core_tests = [str(REPO / "tests" / "core" / "test_embodiment.py")]
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, *core_tests],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout

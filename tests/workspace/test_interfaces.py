@@ -17,8 +17,17 @@ def test_qvla_msgs_fields_and_constants() -> None:
     from qvla_msgs.srv import SetInstruction
 
     chunk = ActionChunk()
-    for field in ("header", "observation_stamp", "embodiment", "channel_names", "horizon", "dt", "shape",
-                  "actions", "inference_latency"):
+    for field in (
+        "header",
+        "observation_stamp",
+        "embodiment",
+        "channel_names",
+        "horizon",
+        "dt",
+        "shape",
+        "actions",
+        "inference_latency",
+    ):
         assert hasattr(chunk, field), field
     assert PolicyStatus.RUN_STOPPED != PolicyStatus.RUN_RUNNING
     assert hasattr(SetInstruction.Request(), "reset") and hasattr(SetInstruction.Response(), "message")
@@ -42,12 +51,16 @@ def test_set_instruction_round_trip_between_processes() -> None:
 
     server = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "ros" / "set_instruction_server.py")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     peer = RosPeer("set_instruction_client")
     try:
         client = peer.node.create_client(SetInstruction, "/qvla/set_instruction")
-        reply = peer.call(client, SetInstruction.Request(instruction="  pick up the cube ", reset=True), timeout=20)
+        reply = peer.call(
+            client, SetInstruction.Request(instruction="  pick up the cube ", reset=True), timeout=20
+        )
         assert reply.success and reply.message == "echo reset=True: pick up the cube"
         reply = peer.call(client, SetInstruction.Request(instruction="   "))
         assert not reply.success and reply.message == "instruction is empty"

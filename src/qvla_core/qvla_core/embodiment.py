@@ -16,7 +16,7 @@ Schema and the README's reference is generated from it.
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +34,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ChannelKind(str, Enum):
+class ChannelKind(StrEnum):
     """What one action or state channel means on the robot."""
 
     joint_position = "joint_position"  # absolute joint angle [rad] or prismatic position [m]

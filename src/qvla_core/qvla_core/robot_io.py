@@ -30,7 +30,9 @@ class CameraInput(Strict):
 
 
 class JointStateInput(Strict):
-    """One sensor_msgs/JointState topic; ``joint_names[i]`` in the message fills state channel ``channels[i]``."""
+    """One sensor_msgs/JointState topic.
+
+    ``joint_names[i]`` in the message fills state channel ``channels[i]``."""
 
     topic: Topic
     joint_names: list[str] = Field(min_length=1, description="Names as they appear in the message.")
@@ -77,7 +79,9 @@ Output = Annotated[TrajectoryOutput | PoseOutput, Field(discriminator="type")]
 class SyncSettings(Strict):
     """Approximate-time assembly of one observation from all inputs."""
 
-    slop_s: float = Field(default=0.05, gt=0, le=1.0, description="Largest stamp spread in one observation [s].")
+    slop_s: float = Field(
+        default=0.05, gt=0, le=1.0, description="Largest stamp spread in one observation [s]."
+    )
     max_age_s: float = Field(default=0.25, gt=0, le=10.0, description="Oldest usable input, against now [s].")
     queue_size: int = Field(default=10, ge=1, le=1000, description="Messages kept per input.")
 
@@ -129,7 +133,9 @@ class RobotConfig(Strict):
         emb, io = self.embodiment, self.ros
         cams = [c.camera for c in io.cameras]
         if sorted(cams) != sorted(emb.camera_names):
-            raise ValueError(f"ros.cameras {cams} must name each embodiment camera once {list(emb.camera_names)}")
+            raise ValueError(
+                f"ros.cameras {cams} must name each embodiment camera once {list(emb.camera_names)}"
+            )
         fed = [ch for src in io.joint_states for ch in src.channels]
         if sorted(fed) != sorted(emb.state_names):
             raise ValueError(
@@ -157,4 +163,4 @@ def load_robot_config(path: str | Path) -> RobotConfig:
     return config
 
 
-__all__ = ["RobotConfig", "RosIO", "load_robot_config", "ConfigError", "Embodiment"]
+__all__ = ["ConfigError", "Embodiment", "RobotConfig", "RosIO", "load_robot_config"]

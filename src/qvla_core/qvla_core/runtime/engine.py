@@ -1,0 +1,425 @@
+"""PolicyEngine: the policy node's behaviour, free of ROS.
+
+Inputs arrive through ``on_camera`` / ``on_joint_state`` (cheap: they only queue),
+an inference worker thread pulls the freshest complete observation, runs the
+policy (never more than one inference in flight), makes the chunk safe and
+splices it into the committed plan, then hands the result to an ``EngineSink``
+(the ROS side publishes it). ``tick`` runs at the control rate: it is the
+watchdog that holds the robot when an input goes stale.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from qvla_core.errors import ObservationError, QvlaError, SafetyError
+from qvla_core.policy import ActionChunk, Observation, Policy
+from qvla_core.robot_io import RobotConfig
+from qvla_core.runtime.frame_history import CameraHistory
+from qvla_core.runtime.images import check_size
+from qvla_core.runtime.instruction import validate_instruction
+from qvla_core.runtime.joint_state import JointStateMerger
+from qvla_core.runtime.output_mapping import hold_action, waypoint_columns, waypoints
+from qvla_core.runtime.safety import SafetyFilter, Watchdog
+from qvla_core.runtime.scheduler import ChunkScheduler
+from qvla_core.runtime.sync import ApproximateTimeSync
+
+F64 = npt.NDArray[np.float64]
+
+
+class RunState(IntEnum):
+    """Same values as qvla_msgs/PolicyStatus RUN_*."""
+
+    IDLE = 0
+    RUNNING = 1
+    PAUSED = 2
+    STOPPED = 3
+    FAULT = 4
+
+
+class EngineSink(Protocol):
+    """What the engine needs from the transport (implemented by the ROS node)."""
+
+    def send_trajectory(self, start: float, positions: F64, dt: float) -> None: ...
+    def send_hold(self, positions: F64) -> None: ...
+    def send_waypoints(self, waypoints: F64, stamp: float) -> None: ...
+    def cancel_navigation(self) -> None: ...
+    def publish_chunk(self, chunk: ActionChunk, first_due: float, instruction: str) -> None: ...
+    def log(self, level: str, text: str) -> None: ...
+
+
+@dataclass
+class Snapshot:
+    run_state: RunState
+    instruction: str
+    last_latency: float
+    chunks: int
+    commands: int
+    last_fault: str
+    last_fault_stamp: float
+    recent_rejections: int
+    rejections: dict[str, int] = field(default_factory=dict)
+    stage_latency: dict[str, float] = field(default_factory=dict)
+    conditioned_on: str = ""
+
+    def summary(self) -> str:
+        text = f"{self.run_state.name.lower()}, {self.chunks} chunks, {self.commands} commands"
+        if self.last_fault:
+            text += f"; last fault: {self.last_fault}"
+        return text
+
+    def key_values(self) -> dict[str, str]:
+        kv = {
+            "run_state": self.run_state.name,
+            "instruction": self.instruction,
+            "chunks_produced": str(self.chunks),
+            "commands_sent": str(self.commands),
+            "last_inference_latency_s": f"{self.last_latency:.4f}",
+            "last_fault": self.last_fault,
+        }
+        kv.update({f"latency_{k}_s": f"{v:.4f}" for k, v in self.stage_latency.items()})
+        kv.update({f"rejected_{k}": str(v) for k, v in self.rejections.items()})
+        return kv
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        config: RobotConfig,
+        policy: Policy,
+        clock: Callable[[], float],
+        sink: EngineSink,
+        decode: Callable[[Any], npt.NDArray[np.uint8]],
+        *,
+        dry_run: bool = False,
+        max_instruction_length: int = 1000,
+        command_lead_s: float = 0.0,
+        idle_poll_s: float = 0.002,
+    ) -> None:
+        self.config, self.policy, self.dry_run = config, policy, dry_run
+        self.embodiment = emb = config.embodiment
+        io = config.ros
+        self._clock, self._sink, self._decode = clock, sink, decode
+        self._max_instruction_length = max_instruction_length
+        self._idle_poll_s = idle_poll_s
+        self._cameras = {c.name: c for c in emb.cameras}
+        self._history = {c.name: CameraHistory(c) for c in emb.cameras if c.history.frames > 1}
+        self._merger = JointStateMerger(config)
+        inputs = [c.camera for c in io.cameras] + [j.topic for j in io.joint_states]
+        self._sync: ApproximateTimeSync[Any] = ApproximateTimeSync(
+            inputs, io.sync.slop_s, io.sync.max_age_s, io.sync.queue_size
+        )
+        limits = {c.camera: io.safety.max_image_age_s for c in io.cameras}
+        limits.update({j.topic: io.safety.max_state_age_s for j in io.joint_states})
+        self._watchdog = Watchdog(limits)
+        self._safety = SafetyFilter(emb, io.safety)
+        self._scheduler = ChunkScheduler(
+            emb.dt,
+            emb.horizon,
+            len(emb.action),
+            io.chunking.mode,
+            io.chunking.ensemble_decay,
+            lead_s=command_lead_s,
+        )
+        self._waypoint_cols = waypoint_columns(emb)
+        self._inference_period = io.chunking.inference_period_s
+
+        self._lock = threading.Condition()
+        self._active = False
+        self._run = RunState.IDLE
+        self._instruction = ""
+        self._instruction_version = 0
+        self._last_used_stamp = -math.inf
+        self._holding = False
+        self._chunks = self._commands = 0
+        self._last_latency = 0.0
+        self._stage_latency: dict[str, float] = {}
+        self._expected_delay = 0.0
+        self._fault, self._fault_stamp = "", 0.0
+        self._conditioned_on = ""
+        self._rejections: dict[str, int] = {}
+        self._rejection_times: deque[float] = deque(maxlen=256)
+        self._last_log: dict[str, float] = {}
+        self._shutdown = False
+        self._worker = threading.Thread(target=self._work, name="qvla-inference", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ inputs (cheap)
+    def on_camera(self, camera: str, stamp: float, msg: Any) -> None:
+        now = self._clock()
+        try:
+            with self._lock:
+                self._sync.add(camera, stamp, msg, now)
+                self._watchdog.feed(camera, stamp)
+            if camera in self._history:  # frame history needs every frame decoded on arrival
+                image = self._decode(msg)
+                check_size(image, self._cameras[camera])
+                with self._lock:
+                    self._history[camera].push(image, stamp)
+        except QvlaError as exc:
+            self._reject(camera, str(exc))
+
+    def on_joint_state(self, topic: str, names: list[str], positions: F64, stamp: float) -> None:
+        now = self._clock()
+        try:
+            with self._lock:
+                self._merger.update(topic, names, positions, stamp)
+                self._sync.add(topic, stamp, None, now)
+                self._watchdog.feed(topic, stamp)
+        except QvlaError as exc:
+            self._reject(topic, str(exc))
+
+    def _reject(self, source: str, text: str) -> None:
+        with self._lock:
+            self._rejections[source] = self._rejections.get(source, 0) + 1
+            self._rejection_times.append(time.monotonic())
+        self._log_throttled("warn", f"rejected input from {source}", f"{source}: {text}")
+
+    # ------------------------------------------------------------------ commands from the operator
+    def set_instruction(self, text: str, reset: bool) -> str:
+        clean = validate_instruction(text, self._max_instruction_length)
+        with self._lock:
+            self._instruction = clean
+            self._instruction_version += 1
+            if reset:
+                self._scheduler.reset()
+                self.policy.reset()
+            if self._run == RunState.IDLE:
+                self._run = RunState.RUNNING
+            self._lock.notify_all()
+        return clean
+
+    def activate(self) -> None:
+        with self._lock:
+            self._active = True
+            self._scheduler.reset()
+            self._run = RunState.RUNNING if self._instruction else RunState.IDLE
+            self._lock.notify_all()
+
+    def deactivate(self) -> None:
+        with self._lock:
+            was_active, self._active = self._active, False
+        if was_active:
+            self._hold("deactivated")
+
+    def pause(self) -> None:
+        self._halt(RunState.PAUSED, "paused")
+
+    def stop(self) -> None:
+        self._halt(RunState.STOPPED, "stopped")
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._run in (RunState.PAUSED, RunState.STOPPED, RunState.FAULT):
+                self._run = RunState.RUNNING if self._instruction else RunState.IDLE
+                self._scheduler.reset()
+                self._holding = False
+            self._lock.notify_all()
+
+    def _halt(self, state: RunState, why: str) -> None:
+        with self._lock:
+            self._run = state
+            self._instruction_version += 1  # an inference in flight is discarded
+        self._hold(why)
+
+    # ------------------------------------------------------------------ watchdog at the control rate
+    def tick(self) -> None:
+        now = self._clock()
+        with self._lock:
+            if not self._active or self._run != RunState.RUNNING:
+                return
+            stale = self._watchdog.stale(now)
+        if stale:
+            ages = ", ".join(
+                f"{k} {'never' if math.isinf(v) else f'{v:.3f} s'}" for k, v in sorted(stale.items())
+            )
+            self._fault_now(f"stale input ({ages})", now)
+
+    def _fault_now(self, text: str, now: float) -> None:
+        with self._lock:
+            self._run = RunState.FAULT
+            self._fault, self._fault_stamp = text, now
+            self._instruction_version += 1
+        self._log_throttled("error", f"fault:{text.split(' (', maxsplit=1)[0]}", f"holding position: {text}")
+        self._hold(text)
+
+    def _hold(self, why: str) -> None:
+        """Stop commanding: hold the measured position (manipulators) or cancel navigation."""
+        with self._lock:
+            self._scheduler.reset()
+            if self._holding:
+                return
+            self._holding = True
+            try:
+                state, _ = self._merger.state(self._clock(), max_age_s=math.inf)
+            except ObservationError:
+                state = None
+        if self.dry_run:
+            return
+        if self._waypoint_cols is not None:
+            self._sink.cancel_navigation()
+        elif state is not None:
+            self._sink.send_hold(hold_action(self.embodiment, state))
+        else:
+            self._log_throttled("warn", "hold-without-state", f"{why}: no joint state yet, nothing to hold")
+
+    # ------------------------------------------------------------------ inference worker
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._shutdown and not (
+                    self._active and self._run in (RunState.RUNNING, RunState.FAULT)
+                ):
+                    self._lock.wait(0.1)
+                if self._shutdown:
+                    return
+            try:
+                if not self._step():
+                    time.sleep(self._idle_poll_s)
+            except Exception as exc:
+                self._fault_now(f"inference failed: {type(exc).__name__}: {exc}", self._clock())
+                time.sleep(0.05)
+
+    def _step(self) -> bool:
+        """One inference if a fresh complete observation exists; False when there was none."""
+        now = self._clock()
+        with self._lock:
+            synced = self._sync.latest(now)
+            if synced is None or synced.stamp <= self._last_used_stamp:
+                return False
+            if self._watchdog.stale(now):
+                return False
+            version = self._instruction_version
+            instruction = self._instruction
+            self._last_used_stamp = synced.stamp
+            history = {name: h.frames(synced.stamp) for name, h in self._history.items()}
+            try:
+                state, state_stamp = self._merger.state(now)
+            except ObservationError as exc:
+                self._log_throttled("warn", "state", str(exc))
+                return False
+            prefix, weight = self._scheduler.prefix(now, self._expected_delay, synced.stamp)
+        try:
+            images = {
+                name: history[name] if name in history else self._single_frame(name, synced.payloads[name])
+                for name in self._cameras
+            }
+        except QvlaError as exc:
+            self._reject("observation", str(exc))
+            return True
+        observation = Observation(
+            images=images,
+            state=state,
+            instruction=instruction,
+            stamp=synced.stamp,
+            action_prefix=prefix if prefix.shape[0] else None,
+            prefix_weight=weight if prefix.shape[0] else None,
+        )
+        started = time.perf_counter()
+        chunk = self.policy.infer(observation)
+        wall = time.perf_counter() - started
+        self._deliver(chunk, version, state, state_stamp, instruction, wall)
+        if self._inference_period > 0:
+            time.sleep(max(0.0, self._inference_period - wall))
+        return True
+
+    def _single_frame(self, camera: str, msg: Any) -> npt.NDArray[np.uint8]:
+        image = self._decode(msg)
+        check_size(image, self._cameras[camera])
+        return image[None]
+
+    def _deliver(
+        self, chunk: ActionChunk, version: int, state: Any, state_stamp: float, instruction: str, wall: float
+    ) -> None:
+        now = self._clock()
+        with self._lock:
+            self._expected_delay = wall if self._chunks == 0 else 0.8 * self._expected_delay + 0.2 * wall
+            if version != self._instruction_version or not self._active:
+                return  # paused, stopped, faulted or re-instructed while inferring: discard
+            self._chunks += 1
+            self._last_latency = chunk.total_latency
+            self._stage_latency = dict(chunk.latency)
+            self._conditioned_on = instruction
+            try:
+                if self._waypoint_cols is not None:
+                    safe = self._safety.check(chunk.actions, None, chunk.dt).positions
+                    traj = None
+                else:
+                    # The first sent point is due later than the state was measured: allow for that.
+                    first_step = self._scheduler.planned_start(chunk.observation_stamp, now) - state_stamp
+                    traj = self._scheduler.splice(
+                        chunk,
+                        now,
+                        safety=lambda rows: (
+                            self._safety.check(rows, state, chunk.dt, first_step_s=first_step).positions
+                        ),
+                    )
+            except (SafetyError, ValueError) as exc:
+                fault = f"chunk rejected by safety: {exc}"
+            else:
+                fault = ""
+                if self._run == RunState.FAULT:
+                    self._run = RunState.RUNNING
+                self._holding = False
+        if fault:
+            self._sink.publish_chunk(chunk, chunk.observation_stamp, instruction)
+            self._fault_now(fault, now)
+            return
+        if self._waypoint_cols is not None:
+            self._sink.publish_chunk(chunk, chunk.observation_stamp, instruction)
+            if not self.dry_run:
+                self._sink.send_waypoints(waypoints(safe, self._waypoint_cols), chunk.observation_stamp)
+                self._count_command()
+            return
+        if traj is None:
+            self._log_throttled("warn", "late-chunk", "chunk arrived after its horizon; nothing sent")
+            return
+        self._sink.publish_chunk(chunk, traj.start_stamp, instruction)
+        if not self.dry_run:
+            self._sink.send_trajectory(traj.start_stamp, traj.positions, traj.dt)
+            self._count_command()
+
+    def _count_command(self) -> None:
+        with self._lock:
+            self._commands += 1
+
+    # ------------------------------------------------------------------ status and lifetime
+    def snapshot(self) -> Snapshot:
+        cutoff = time.monotonic() - 5.0
+        with self._lock:
+            return Snapshot(
+                run_state=self._run,
+                instruction=self._instruction,
+                last_latency=self._last_latency,
+                chunks=self._chunks,
+                commands=self._commands,
+                last_fault=self._fault,
+                last_fault_stamp=self._fault_stamp,
+                recent_rejections=sum(1 for t in self._rejection_times if t > cutoff),
+                rejections=dict(self._rejections),
+                stage_latency=dict(self._stage_latency),
+                conditioned_on=self._conditioned_on,
+            )
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shutdown = True
+            self._active = False
+            self._lock.notify_all()
+        self._worker.join(timeout=30.0)
+
+    def _log_throttled(self, level: str, key: str, text: str, period_s: float = 1.0) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -math.inf) >= period_s:
+            self._last_log[key] = now
+            self._sink.log(level, text)
