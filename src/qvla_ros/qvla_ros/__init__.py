@@ -1,0 +1,1 @@
+"""qvla_ros: thin rclpy nodes that delegate to qvla_core."""

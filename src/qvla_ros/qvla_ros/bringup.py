@@ -1,0 +1,124 @@
+"""What the launch files start, with which parameters: plain Python, tested without `launch`.
+
+``launch/*.launch.py`` only declare ``LAUNCH_ARGUMENTS`` and turn ``node_specs(...)``
+into ``launch_ros.actions.Node`` actions (:func:`to_launch_actions`); every decision
+lives here, and the integration tests start exactly these specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qvla_core.robot_io import load_robot_config
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    package: str
+    executable: str
+    name: str
+    namespace: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    log_level: str = "info"
+
+    def ros_arguments(self) -> list[str]:
+        return ["--log-level", self.log_level]
+
+
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument(
+        "robot_config", "", "Robot YAML: a path, or the name of one in share/qvla_ros/config/robots."
+    ),
+    LaunchArgument("checkpoint", "", "Local Qwen-VLA checkpoint directory (nothing is downloaded)."),
+    LaunchArgument("policy", "qwen_vla", "qwen_vla, or expert_transfer_cube for the sim demo."),
+    LaunchArgument("device", "cuda", "Torch device: cuda, cuda:N or cpu."),
+    LaunchArgument("dtype", "bfloat16", "Model dtype: bfloat16 or float32."),
+    LaunchArgument("instruction", "", "Initial task instruction (empty: wait for /qvla/set_instruction)."),
+    LaunchArgument("namespace", "", "Namespace of the policy node and its qvla/* interfaces."),
+    LaunchArgument("use_sim_time", "false", "Use /clock (simulation) instead of the wall clock."),
+    LaunchArgument(
+        "autostart", "true", "Configure and activate on start-up (false: drive the lifecycle yourself)."
+    ),
+    LaunchArgument("dry_run", "false", "Publish /qvla/action_chunk only; never command the robot."),
+    LaunchArgument("log_level", "info", "Log level of the nodes: debug, info, warn, error."),
+)
+
+DEFAULT_ROBOT = {"aloha": "aloha", "vln_nav": "vln_nav"}
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_bool(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"launch argument {name} must be true or false, got {value!r}")
+
+
+def resolve_robot_config(value: str, config_dir: Path) -> Path:
+    """A robot YAML path, or a bare robot name looked up in ``config_dir`` (share/qvla_ros/config/robots)."""
+    candidate = Path(value).expanduser()
+    path = candidate if candidate.suffix in (".yaml", ".yml") else config_dir / f"{value}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in config_dir.glob("*.yaml"))
+        raise FileNotFoundError(f"robot config {value!r} not found ({path}); known robots: {known}")
+    return path.resolve()
+
+
+def policy_node_spec(values: dict[str, str], config_dir: Path, default_robot: str) -> NodeSpec:
+    """The policy node for one robot, from launch-argument values (strings, as launch gives them)."""
+    args = {a.name: a.default for a in LAUNCH_ARGUMENTS} | values
+    robot = resolve_robot_config(args["robot_config"] or default_robot, config_dir)
+    load_robot_config(robot)  # fail at launch time, naming file/key/value, not later in the node
+    params: dict[str, Any] = {
+        "robot_config": str(robot),
+        "policy": args["policy"],
+        "checkpoint": str(Path(args["checkpoint"]).expanduser()) if args["checkpoint"] else "",
+        "device": args["device"],
+        "dtype": args["dtype"],
+        "initial_instruction": args["instruction"],
+        "autostart": parse_bool("autostart", args["autostart"]),
+        "dry_run": parse_bool("dry_run", args["dry_run"]),
+        "use_sim_time": parse_bool("use_sim_time", args["use_sim_time"]),
+    }
+    return NodeSpec(
+        package="qvla_ros",
+        executable="policy_node",
+        name="qvla_policy",
+        namespace=args["namespace"],
+        parameters=params,
+        log_level=args["log_level"],
+    )
+
+
+def to_launch_actions(specs: list[NodeSpec]) -> list[Any]:
+    """launch_ros Node actions for the specs (imports launch_ros: only on a ROS 2 distribution)."""
+    from launch_ros.actions import Node
+
+    return [
+        Node(
+            package=s.package,
+            executable=s.executable,
+            name=s.name,
+            namespace=s.namespace or None,
+            parameters=[s.parameters],
+            remappings=list(s.remappings),
+            ros_arguments=s.ros_arguments(),
+            output="screen",
+            emulate_tty=True,
+        )
+        for s in specs
+    ]

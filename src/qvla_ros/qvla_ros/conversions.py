@@ -1,0 +1,153 @@
+"""The one place where ROS messages meet qvla_core's numpy world.
+
+Everything else in qvla_ros handles core objects; only this module knows
+message field names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
+from nav_msgs.msg import Path
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import ColorRGBA, Header
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
+
+from qvla_core.policy import ActionChunk
+from qvla_core.runtime.images import decode_compressed, decode_raw
+from qvla_msgs.msg import ActionChunk as ActionChunkMsg
+
+try:  # ROS 2 cv_bridge on a full distribution; absent from PyPI (see README)
+    from cv_bridge import CvBridge as _CvBridge
+
+    _BRIDGE: _CvBridge | None = _CvBridge()
+except Exception:
+    _BRIDGE = None
+
+
+def to_sec(stamp: Time) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def to_time(seconds: float) -> Time:
+    sec = math.floor(seconds)
+    nanosec = min(round((seconds - sec) * 1e9), 999_999_999)
+    return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def to_duration(seconds: float) -> Duration:
+    sec = math.floor(seconds)
+    return Duration(sec=int(sec), nanosec=min(round((seconds - sec) * 1e9), 999_999_999))
+
+
+def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """Decode a camera message to (H, W, 3) uint8 RGB; raises ObservationError on bad data."""
+    if isinstance(msg, CompressedImage):
+        return decode_compressed(msg.format, bytes(msg.data))
+    if _BRIDGE is not None and msg.encoding in ("rgb8", "bgr8", "mono8", "rgba8", "bgra8"):
+        # Let the numpy path validate sizes first: cv_bridge's errors are less clear.
+        decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        return np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+
+
+def rgb_to_image(rgb: np.ndarray, stamp: float, frame_id: str) -> Image:
+    h, w = rgb.shape[:2]
+    msg = Image(header=Header(stamp=to_time(stamp), frame_id=frame_id), height=h, width=w)
+    msg.encoding = "rgb8"
+    msg.step = w * 3
+    msg.data = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
+    return msg
+
+
+def joint_trajectory(
+    joint_names: Sequence[str], start_stamp: float, positions: np.ndarray, dt: float
+) -> JointTrajectory:
+    """A trajectory whose point k is due at start_stamp + k*dt (header.stamp = first point's time)."""
+    traj = JointTrajectory(header=Header(stamp=to_time(start_stamp)), joint_names=list(joint_names))
+    rows = np.asarray(positions, dtype=np.float64)
+    traj.points = [
+        JointTrajectoryPoint(positions=rows[k].tolist(), time_from_start=to_duration(k * dt))
+        for k in range(rows.shape[0])
+    ]
+    return traj
+
+
+def action_chunk_msg(
+    chunk: ActionChunk, embodiment: str, instruction: str, first_due: float, frame_id: str = ""
+) -> ActionChunkMsg:
+    actions = np.ascontiguousarray(chunk.actions, dtype=np.float32)
+    msg = ActionChunkMsg(
+        header=Header(stamp=to_time(first_due), frame_id=frame_id),
+        observation_stamp=to_time(chunk.observation_stamp),
+        embodiment=embodiment,
+        instruction=instruction,
+        channel_names=list(chunk.channel_names),
+        horizon=actions.shape[0],
+        dt=float(chunk.dt),
+        shape=[actions.shape[0], actions.shape[1]],
+        inference_latency=float(chunk.total_latency),
+    )
+    msg.actions = actions.ravel().tolist()
+    return msg
+
+
+def yaw_quaternion(yaw: float) -> Quaternion:
+    # A rotation about z only: half-angle formula (what tf_transformations.quaternion_from_euler gives).
+    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
+
+
+def waypoint_poses(waypoints: np.ndarray, stamp: float, frame_id: str) -> list[PoseStamped]:
+    """(n, 3) x, y, yaw in frame_id at the observation stamp -> PoseStamped list (REP-103 axes)."""
+    header = Header(stamp=to_time(stamp), frame_id=frame_id)
+    return [
+        PoseStamped(
+            header=header,
+            pose=Pose(position=Point(x=float(x), y=float(y), z=0.0), orientation=yaw_quaternion(float(yaw))),
+        )
+        for x, y, yaw in np.asarray(waypoints, dtype=np.float64)
+    ]
+
+
+def waypoint_path(waypoints: np.ndarray, stamp: float, frame_id: str) -> Path:
+    return Path(
+        header=Header(stamp=to_time(stamp), frame_id=frame_id),
+        poses=waypoint_poses(waypoints, stamp, frame_id),
+    )
+
+
+def path_markers(waypoints: np.ndarray, stamp: float, frame_id: str, ns: str = "qvla") -> MarkerArray:
+    """The predicted path as a line strip in frame_id, for RViz/Foxglove."""
+    header = Header(stamp=to_time(stamp), frame_id=frame_id)
+    line = Marker(header=header, ns=ns, id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+    line.scale.x = 0.02
+    line.color = ColorRGBA(r=0.1, g=0.8, b=0.2, a=1.0)
+    line.pose.orientation.w = 1.0
+    line.points = [
+        Point(x=float(p[0]), y=float(p[1]), z=float(p[2]) if len(p) > 2 else 0.0) for p in waypoints
+    ]
+    return MarkerArray(markers=[line])
+
+
+def chunk_plot_markers(chunk: ActionChunk, stamp: float, ns: str = "qvla_chunk") -> MarkerArray:
+    """Joint-space chunks have no Cartesian path without kinematics: draw each channel over time
+    (x = time [s] * 0.5 m/s, y = value, z = channel index * 0.1 m) in frame ``qvla_chunk``."""
+    header = Header(stamp=to_time(stamp), frame_id="qvla_chunk")
+    markers = []
+    t = np.arange(chunk.actions.shape[0]) * chunk.dt * 0.5
+    for j, name in enumerate(chunk.channel_names):
+        m = Marker(header=header, ns=f"{ns}/{name}", id=j, type=Marker.LINE_STRIP, action=Marker.ADD)
+        m.scale.x = 0.005
+        m.pose.orientation.w = 1.0
+        m.color = ColorRGBA(r=0.2, g=0.4 + 0.6 * (j % 2), b=0.9, a=1.0)
+        m.points = [
+            Point(x=float(t[k]), y=float(chunk.actions[k, j]), z=0.1 * j)
+            for k in range(chunk.actions.shape[0])
+        ]
+        markers.append(m)
+    return MarkerArray(markers=markers)

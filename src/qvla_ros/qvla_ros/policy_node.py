@@ -1,0 +1,347 @@
+"""The qvla policy node: a thin lifecycle node around qvla_core's PolicyEngine.
+
+configure: load the robot YAML and the policy, create subscriptions, publishers, services.
+activate: start producing commands.  deactivate: stop commanding and hold.
+cleanup/shutdown: stop the inference worker and free the model (and its GPU memory).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from qvla_core.errors import QvlaError
+from qvla_core.runtime.engine import EngineSink, PolicyEngine, RunState
+from qvla_msgs.msg import PolicyStatus
+from qvla_msgs.srv import SetInstruction
+from qvla_ros import conversions as conv
+from qvla_ros.outputs import RobotOutputs
+from qvla_ros.parameters import POLICY_NODE_PARAMS, validate_update
+from qvla_ros.policy_factory import make_policy
+
+_LIFECYCLE = {
+    "unconfigured": PolicyStatus.LIFECYCLE_UNCONFIGURED,
+    "inactive": PolicyStatus.LIFECYCLE_INACTIVE,
+    "active": PolicyStatus.LIFECYCLE_ACTIVE,
+    "finalized": PolicyStatus.LIFECYCLE_FINALIZED,
+}
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("qvla_policy", **kwargs)
+        self._startup_faults: list[str] = []
+        for spec in POLICY_NODE_PARAMS:
+            try:
+                self.declare_parameter(spec.name, spec.default, spec.descriptor())
+            except (InvalidParameterTypeException, ParameterException) as exc:
+                # A wrong-typed value from launch: keep the default, refuse to configure, stay up.
+                self._startup_faults.append(f"parameter {spec.name}: {exc}")
+                self.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+        self.add_on_set_parameters_callback(validate_update)
+        self._engine: PolicyEngine | None = None
+        self._outputs: RobotOutputs | None = None
+        self._lifecycle_label = "unconfigured"
+        self._entities: list[Any] = []
+        self._lock = threading.Lock()
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._status_pub = self.create_publisher(PolicyStatus, "qvla/status", 10)
+        rate = float(self.get_parameter("status_rate_hz").value)
+        self._status_timer = self.create_timer(1.0 / rate, self._publish_status)
+        if self.get_parameter("autostart").value:
+            self._auto_timer = self.create_timer(0.0, self._autostart)
+
+    # ---------------------------------------------------------------- lifecycle
+    def _autostart(self) -> None:
+        self.destroy_timer(self._auto_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._startup_faults:
+            for fault in self._startup_faults:
+                self.get_logger().error(fault)
+            return TransitionCallbackReturn.FAILURE
+        p = {spec.name: self.get_parameter(spec.name).value for spec in POLICY_NODE_PARAMS}
+        try:
+            engine, outputs = self._build(p)
+        except (QvlaError, OSError, ValueError, RuntimeError) as exc:
+            self._fault_at_configure(str(exc))
+            return TransitionCallbackReturn.FAILURE
+        self._engine, self._outputs = engine, outputs
+        self._create_entities(p)
+        self._lifecycle_label = "inactive"
+        self.get_logger().info(
+            f"configured: robot {engine.embodiment.name} ({p['robot_config']}), policy {p['policy']}, "
+            f"{len(engine.embodiment.cameras)} cameras, horizon {engine.embodiment.horizon} at "
+            f"{engine.embodiment.control_rate_hz:g} Hz, chunking {engine.config.ros.chunking.mode}"
+            + (", DRY RUN" if p["dry_run"] else "")
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _build(self, p: dict[str, Any]) -> tuple[PolicyEngine, RobotOutputs]:
+        from qvla_core.robot_io import load_robot_config
+
+        if not p["robot_config"]:
+            raise ValueError("parameter robot_config is empty: give the path of a robot YAML")
+        config = load_robot_config(p["robot_config"])
+        policy = make_policy(p, config)
+        outputs = RobotOutputs(self, config)
+        engine = PolicyEngine(
+            config,
+            policy,
+            clock=self._now,
+            sink=_Sink(self, outputs),
+            decode=conv.image_to_rgb,
+            dry_run=bool(p["dry_run"]),
+            max_instruction_length=int(p["max_instruction_length"]),
+            command_lead_s=float(p["command_lead_s"]),
+        )
+        if p["initial_instruction"]:
+            engine.set_instruction(p["initial_instruction"], reset=True)
+        return engine, outputs
+
+    def _fault_at_configure(self, text: str) -> None:
+        self.get_logger().error(f"configure failed: {text}")
+        self._configure_fault = text
+
+    def _create_entities(self, p: dict[str, Any]) -> None:
+        assert self._engine is not None
+        engine = self._engine
+        io = engine.config.ros
+        image_qos: QoSProfile = (
+            qos_profile_sensor_data if p["image_qos"] == "sensor_data" else QoSProfile(depth=5)
+        )
+        subs = self._entities
+        for cam in io.cameras:
+            msg_type = CompressedImage if cam.compressed else Image
+            subs.append(
+                self.create_subscription(
+                    msg_type, cam.topic, lambda m, c=cam.camera: self._on_image(c, m), image_qos
+                )
+            )
+        for src in io.joint_states:
+            subs.append(
+                self.create_subscription(
+                    JointState,
+                    src.topic,
+                    lambda m, t=src.topic: self._on_joint_state(t, m),
+                    qos_profile_sensor_data,
+                )
+            )
+        subs.append(self.create_service(SetInstruction, "qvla/set_instruction", self._srv_set_instruction))
+        subs.append(self.create_service(Trigger, "qvla/pause", self._srv(engine.pause, "paused")))
+        subs.append(self.create_service(Trigger, "qvla/resume", self._srv(engine.resume, "resumed")))
+        subs.append(
+            self.create_service(
+                Trigger, "qvla/stop", self._srv(engine.stop, "stopped (latched until resume)")
+            )
+        )
+        subs.append(self.create_subscription(String, "qvla/instruction", self._on_instruction_topic, 10))
+        self._control_timer = self.create_timer(engine.embodiment.dt, engine.tick)
+        subs.append(self._control_timer)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self._engine is not None
+        self._engine.activate()
+        self._lifecycle_label = "active"
+        self.get_logger().info(
+            "active: commanding the robot" if not self._engine.dry_run else "active (dry run)"
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._engine is not None:
+            self._engine.deactivate()
+        self._lifecycle_label = "inactive"
+        self.get_logger().info("inactive: holding position, no commands")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._lifecycle_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._lifecycle_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+        for entity in self._entities:
+            self._destroy(entity)
+        self._entities = []
+        if self._outputs is not None:
+            self._outputs.destroy()
+        self._engine = self._outputs = None
+        gc.collect()
+        _empty_cuda_cache()
+
+    def _destroy(self, entity: Any) -> None:
+        for destroy in (
+            self.destroy_subscription,
+            self.destroy_service,
+            self.destroy_timer,
+            self.destroy_publisher,
+        ):
+            try:
+                if destroy(entity):
+                    return
+            except (TypeError, AttributeError):
+                continue
+
+    # ---------------------------------------------------------------- inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+        engine = self._engine
+        if engine is not None:
+            engine.on_camera(camera, conv.to_sec(msg.header.stamp), msg)
+
+    def _on_joint_state(self, topic: str, msg: JointState) -> None:
+        engine = self._engine
+        if engine is not None:
+            engine.on_joint_state(
+                topic,
+                list(msg.name),
+                np.asarray(msg.position, dtype=np.float64),
+                conv.to_sec(msg.header.stamp),
+            )
+
+    def _srv_set_instruction(
+        self, request: SetInstruction.Request, response: SetInstruction.Response
+    ) -> SetInstruction.Response:
+        assert self._engine is not None
+        try:
+            text = self._engine.set_instruction(request.instruction, reset=request.reset)
+        except QvlaError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(f"set_instruction rejected: {exc}")
+            return response
+        response.success, response.message = True, f"instruction set ({len(text)} characters)"
+        self.get_logger().info(f"instruction: {text[:200]!r}")
+        return response
+
+    def _on_instruction_topic(self, msg: String) -> None:
+        assert self._engine is not None
+        try:
+            self._engine.set_instruction(msg.data, reset=False)
+        except QvlaError as exc:
+            self.get_logger().warning(f"/qvla/instruction rejected: {exc}")
+
+    def _srv(self, action: Any, done: str) -> Any:
+        def handle(request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+            action()
+            response.success, response.message = True, done
+            self.get_logger().info(done)
+            return response
+
+        return handle
+
+    # ---------------------------------------------------------------- status
+    def _publish_status(self) -> None:
+        now = self.get_clock().now().to_msg()
+        msg = PolicyStatus(lifecycle_state=_LIFECYCLE[self._lifecycle_label])
+        msg.header.stamp = now
+        engine = self._engine
+        diag = DiagnosticStatus(name="qvla: policy", hardware_id="qvla")
+        if engine is None:
+            fault = getattr(self, "_configure_fault", "") or "; ".join(self._startup_faults)
+            msg.last_fault = fault
+            diag.level = DiagnosticStatus.ERROR if fault else DiagnosticStatus.OK
+            diag.message = fault or "unconfigured"
+        else:
+            snap = engine.snapshot()
+            msg.run_state = int(snap.run_state)
+            msg.dry_run = engine.dry_run
+            msg.instruction = snap.instruction
+            msg.embodiment = engine.embodiment.name
+            msg.last_inference_latency = snap.last_latency
+            msg.chunks_produced = snap.chunks
+            msg.commands_sent = snap.commands
+            msg.last_fault = snap.last_fault
+            msg.last_fault_stamp = conv.to_time(snap.last_fault_stamp)
+            diag.level = {
+                RunState.FAULT: DiagnosticStatus.ERROR,
+                RunState.STOPPED: DiagnosticStatus.WARN,
+                RunState.PAUSED: DiagnosticStatus.OK,
+            }.get(snap.run_state, DiagnosticStatus.OK)
+            if snap.recent_rejections:
+                diag.level = max(diag.level, DiagnosticStatus.WARN)
+            diag.message = snap.summary()
+            diag.values = [KeyValue(key=k, value=v) for k, v in snap.key_values().items()]
+        self._status_pub.publish(msg)
+        self._diag_pub.publish(DiagnosticArray(header=msg.header, status=[diag]))
+
+
+class _Sink(EngineSink):
+    """What the engine asks of the ROS side: publish commands and chunks."""
+
+    def __init__(self, node: PolicyNode, outputs: RobotOutputs) -> None:
+        self._node, self._outputs = node, outputs
+
+    def send_trajectory(self, start: float, positions: np.ndarray, dt: float) -> None:
+        self._outputs.send_trajectory(start, positions, dt)
+
+    def send_hold(self, positions: np.ndarray) -> None:
+        self._outputs.send_hold(positions)
+
+    def send_waypoints(self, waypoints: np.ndarray, stamp: float) -> None:
+        self._outputs.send_waypoints(waypoints, stamp)
+
+    def cancel_navigation(self) -> None:
+        self._outputs.cancel_navigation()
+
+    def publish_chunk(self, chunk: Any, first_due: float, instruction: str) -> None:
+        self._outputs.publish_chunk(chunk, first_due, instruction)
+
+    def log(self, level: str, text: str) -> None:
+        # rclpy ties a severity to each call site, so each level needs its own call.
+        logger = self._node.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+
+def _empty_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._release()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
