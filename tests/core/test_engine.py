@@ -302,3 +302,22 @@ def test_bad_inputs_are_counted_and_never_used(rig: Any) -> None:
     rejected = engine.snapshot().rejections
     assert rejected["/follower_left/joint_states"] == 2 and rejected["cam_high"] == 1
     assert any("non-finite" in text for _, text in sink.logs)
+
+
+def test_rtc_first_chunk_is_inpainted_from_the_measured_position(rig: Any) -> None:
+    engine, policy, sink, clock = rig
+    engine.activate()
+    engine.set_instruction("go", reset=True)
+    feed(engine, clock, left=[0.2, -0.1, 0.3, 0.0, 0.4, 0.0, 0.5])
+    wait(lambda: policy.calls)
+    first = policy.calls[0]
+    assert first.action_prefix is not None and first.prefix_weight is not None
+    assert first.action_prefix.shape[0] >= 1 and np.all(first.prefix_weight == 1.0)
+    gripper = (0.5 - -0.6213) / (1.4910 - -0.6213)  # raw gripper angle -> normalised opening
+    np.testing.assert_allclose(first.action_prefix[0, :7], [0.2, -0.1, 0.3, 0.0, 0.4, 0.0, gripper], atol=1e-6)
+    wait(lambda: sink.trajectories)
+    clock.t += 0.02
+    feed(engine, clock, left=[0.2, -0.1, 0.3, 0.0, 0.4, 0.0, 0.5])
+    wait(lambda: len(policy.calls) >= 2)
+    second = policy.calls[1]
+    assert second.action_prefix is not None, "later chunks are inpainted from the committed plan"

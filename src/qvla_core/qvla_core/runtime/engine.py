@@ -92,6 +92,14 @@ class Snapshot:
         return kv
 
 
+def _can_hold(emb: Any) -> bool:
+    try:
+        hold_action(emb, np.zeros(len(emb.state)))
+    except QvlaError:
+        return False
+    return True
+
+
 class PolicyEngine:
     def __init__(
         self,
@@ -132,6 +140,7 @@ class PolicyEngine:
             lead_s=command_lead_s,
         )
         self._waypoint_cols = waypoint_columns(emb)
+        self._hold_prefix = io.chunking.mode == "rtc" and self._waypoint_cols is None and _can_hold(emb)
         self._inference_period = io.chunking.inference_period_s
 
         self._lock = threading.Condition()
@@ -309,6 +318,8 @@ class PolicyEngine:
                 self._log_throttled("warn", "state", str(exc))
                 return False
             prefix, weight = self._scheduler.prefix(now, self._expected_delay, synced.stamp)
+            if prefix.shape[0] == 0 and self._hold_prefix:
+                prefix, weight = self._start_prefix(state, synced.stamp, now)
         try:
             images = {
                 name: history[name] if name in history else self._single_frame(name, synced.payloads[name])
@@ -332,6 +343,13 @@ class PolicyEngine:
         if self._inference_period > 0:
             time.sleep(max(0.0, self._inference_period - wall))
         return True
+
+    def _start_prefix(self, state: npt.NDArray[np.float32], stamp: float, now: float) -> tuple[Any, Any]:
+        """RTC with nothing committed yet: the robot stays where it is until the chunk arrives,
+        so the first chunk is inpainted to start from the measured position (no jump)."""
+        rows = min(self._scheduler.first_future_row(stamp, now + self._expected_delay) + 1, self.embodiment.horizon)
+        hold = hold_action(self.embodiment, state).astype(np.float32)
+        return np.repeat(hold[None, :], rows, axis=0), np.ones(rows, dtype=np.float32)
 
     def _single_frame(self, camera: str, msg: Any) -> npt.NDArray[np.uint8]:
         image = self._decode(msg)
