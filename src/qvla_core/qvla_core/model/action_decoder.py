@@ -161,7 +161,7 @@ class ActionDecoder(nn.Module):
 
     # ----------------------------------------------------------------- public API
 
-    def forward(  # noqa: PLR0917 -- the positional signature is the published API
+    def forward(
         self,
         noisy_actions: Tensor,
         t: Tensor,

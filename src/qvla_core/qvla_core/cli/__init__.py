@@ -1,0 +1,1 @@
+"""Command-line tools of qvla_core (console scripts)."""

@@ -1,0 +1,374 @@
+"""The vision-language backbone: a Hugging Face Qwen-VL model read from a local directory.
+
+The backbone type is the ``model_type`` of the directory's ``config.json``:
+
+* ``qwen3_5`` -- Qwen3.5 (Qwen-VLA's published backbone is Qwen3.5-4B),
+* ``qwen3_vl`` -- Qwen3-VL,
+* ``qwen2_5_vl`` -- Qwen2.5-VL.
+
+Conditioning for the action decoder: the hidden states of one language-model
+layer (default: the last, after the final norm) for every prompt token, image
+tokens included, with the attention mask -> ``(cond (B, L, hidden), cond_mask (B, L) bool)``.
+Only the inner multimodal model runs (no LM head, no KV cache).
+
+This module also knows the shapes of the tiny random models used by tests and
+the demo (:func:`tiny_config`) and of the full releases (:func:`full_config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from qvla_core.errors import CheckpointError
+
+BackboneType = Literal["qwen2_5_vl", "qwen3_vl", "qwen3_5"]
+BACKBONE_TYPES: tuple[str, ...] = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
+
+
+@contextmanager
+def quiet_hf() -> Iterator[None]:
+    """Hide transformers' progress bars (weight loading/saving) for the duration."""
+    from transformers.utils import logging
+
+    hf_logging: Any = logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def model_class(backbone_type: str) -> Any:
+    """The transformers ``...ForConditionalGeneration`` class of a backbone type."""
+    import transformers
+
+    names = {
+        "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+        "qwen3_vl": "Qwen3VLForConditionalGeneration",
+        "qwen3_5": "Qwen3_5ForConditionalGeneration",
+    }
+    if backbone_type not in names:
+        raise CheckpointError(
+            f"unknown backbone type {backbone_type!r}; supported: {', '.join(BACKBONE_TYPES)}"
+        )
+    return getattr(transformers, names[backbone_type])
+
+
+def _config_class(backbone_type: str) -> Any:
+    import transformers
+
+    names = {"qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig", "qwen3_5": "Qwen3_5Config"}
+    if backbone_type not in names:
+        raise CheckpointError(
+            f"unknown backbone type {backbone_type!r}; supported: {', '.join(BACKBONE_TYPES)}"
+        )
+    return getattr(transformers, names[backbone_type])
+
+
+def _token_ids(token_ids: dict[str, int]) -> dict[str, int]:
+    return {
+        "image_token_id": token_ids["<|image_pad|>"],
+        "video_token_id": token_ids["<|video_pad|>"],
+        "vision_start_token_id": token_ids["<|vision_start|>"],
+        "vision_end_token_id": token_ids["<|vision_end|>"],
+    }
+
+
+def tiny_config(backbone_type: str, vocab_size: int, token_ids: dict[str, int]) -> Any:
+    """A ~0.2M-parameter random model of the given type (text hidden 64, 2-4 layers).
+
+    The shapes respect the constraints that otherwise fail with misleading errors:
+    ``mrope_section`` sums to head_dim/2, vision head dim divisible by 4, vision
+    ``out_hidden_size`` == text hidden size, full-attention / deepstack indexes
+    within the vision depth, a square number of vision position embeddings.
+    """
+    ids = _token_ids(token_ids)
+    cls = _config_class(backbone_type)
+    common_text: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "pad_token_id": token_ids["<|endoftext|>"],
+        "eos_token_id": token_ids["<|im_end|>"],
+        "bos_token_id": None,
+    }
+    if backbone_type == "qwen2_5_vl":
+        text = {
+            **common_text,
+            "num_hidden_layers": 2,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        }
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "out_hidden_size": 64,
+            "fullatt_block_indexes": [1],
+        }
+    elif backbone_type == "qwen3_vl":
+        text = {
+            **common_text,
+            "num_hidden_layers": 2,
+            "head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
+        }
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
+        }
+    else:
+        text = {
+            **common_text,
+            "num_hidden_layers": 4,
+            "head_dim": 16,
+            "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+            "linear_num_key_heads": 2,
+            "linear_num_value_heads": 4,
+            "linear_key_head_dim": 16,
+            "linear_value_head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e7,
+                "partial_rotary_factor": 0.25,
+                "mrope_section": [1, 1, 0],
+                "mrope_interleaved": True,
+            },
+        }
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 64,
+        }
+    return cls(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+
+
+def full_config(backbone_type: str, token_ids: dict[str, int], vocab_size: int | None = None) -> Any:
+    """The published shapes: Qwen3.5-4B, Qwen3-VL-4B, Qwen2.5-VL-3B (random weights).
+
+    Text/vision shapes follow the releases' ``config.json`` (Qwen3.5-4B: 32 layers,
+    hidden 2560, every 4th layer full attention, Gated DeltaNet elsewhere, vocab
+    248,320, tied embeddings; vision 24 blocks of width 1024). ``vocab_size``
+    defaults to the release's; the tokenizer's ids must lie within it.
+    """
+    ids = _token_ids(token_ids)
+    cls = _config_class(backbone_type)
+    if backbone_type == "qwen3_5":
+        text: dict[str, Any] = {
+            "vocab_size": vocab_size or 248320,
+            "hidden_size": 2560,
+            "intermediate_size": 9216,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 4,
+            "head_dim": 256,
+            "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 8,
+            "linear_num_key_heads": 16,
+            "linear_num_value_heads": 32,
+            "linear_key_head_dim": 128,
+            "linear_value_head_dim": 128,
+            "linear_conv_kernel_dim": 4,
+            "max_position_embeddings": 262144,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e7,
+                "partial_rotary_factor": 0.25,
+                "mrope_section": [11, 11, 10],
+                "mrope_interleaved": True,
+            },
+        }
+        vision: dict[str, Any] = {
+            "depth": 24,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_heads": 16,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 2560,
+            "num_position_embeddings": 2304,
+        }
+    elif backbone_type == "qwen3_vl":
+        text = {
+            "vocab_size": vocab_size or 151936,
+            "hidden_size": 2560,
+            "intermediate_size": 9728,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "max_position_embeddings": 262144,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [24, 20, 20],
+                "mrope_interleaved": True,
+            },
+        }
+        vision = {
+            "depth": 24,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_heads": 16,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 2560,
+            "num_position_embeddings": 2304,
+            "deepstack_visual_indexes": [5, 11, 17],
+        }
+    else:
+        text = {
+            "vocab_size": vocab_size or 151936,
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128000,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        }
+        vision = {
+            "depth": 32,
+            "hidden_size": 1280,
+            "intermediate_size": 3420,
+            "num_heads": 16,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "out_hidden_size": 2048,
+            "fullatt_block_indexes": [7, 15, 23, 31],
+        }
+    return cls(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+
+
+def text_hidden_size(config: Any) -> int:
+    return int(config.text_config.hidden_size)
+
+
+def text_num_layers(config: Any) -> int:
+    return int(config.text_config.num_hidden_layers)
+
+
+class Backbone(nn.Module):
+    """Wraps a Qwen-VL ``...ForConditionalGeneration``; returns conditioning tokens."""
+
+    def __init__(self, model: Any, backbone_type: str, cond_layer: int = -1) -> None:
+        super().__init__()
+        self.model = model
+        self.backbone_type = backbone_type
+        n_layers = text_num_layers(model.config)
+        if not -1 <= cond_layer <= n_layers:
+            raise CheckpointError(
+                f"conditioning layer {cond_layer} out of range: the backbone has {n_layers} layers "
+                f"(use -1 for the last layer after the final norm, 0 for the embeddings, 1..{n_layers})"
+            )
+        self.cond_layer = cond_layer
+
+    @property
+    def hidden_size(self) -> int:
+        return text_hidden_size(self.model.config)
+
+    @property
+    def vision_config(self) -> Any:
+        return self.model.config.vision_config
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        cond_layer: int = -1,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        attn_implementation: str = "sdpa",
+    ) -> Backbone:
+        """Load a backbone directory (``save_pretrained`` output), chosen by its ``model_type``."""
+        import json
+
+        path = Path(path)
+        config_file = path / "config.json"
+        try:
+            model_type = json.loads(config_file.read_text(encoding="utf-8"))["model_type"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{config_file}: cannot read the backbone's model_type: {exc}") from exc
+        klass = model_class(model_type)
+        try:
+            with quiet_hf():
+                on_cpu = torch.device(device).type == "cpu"
+                model = klass.from_pretrained(
+                    str(path),
+                    dtype=dtype,
+                    attn_implementation=attn_implementation,
+                    local_files_only=True,
+                    # straight onto the accelerator, without a full copy in host memory
+                    **({} if on_cpu else {"device_map": str(device)}),
+                )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: cannot load the {model_type} backbone: {exc}") from exc
+        model.to(device)
+        model.eval()
+        return cls(model, model_type, cond_layer)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        pixel_values: Tensor,
+        image_grid_thw: Tensor,
+        mm_token_type_ids: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """(cond (B, L, hidden), cond_mask (B, L) bool) for one batch of prompts + images."""
+        inner = self.model.model
+        want_all = self.cond_layer != -1
+        out = inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values.to(self.model.dtype),
+            image_grid_thw=image_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+            use_cache=False,
+            output_hidden_states=want_all,
+            return_dict=True,
+        )
+        hidden = out.hidden_states[self.cond_layer] if want_all else out.last_hidden_state
+        return hidden, attention_mask.to(torch.bool)

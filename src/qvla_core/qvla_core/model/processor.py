@@ -1,0 +1,257 @@
+"""Observation -> backbone inputs: prompt tokens, image patches, masks.
+
+This replaces the stock Qwen-VL ``AutoProcessor`` (which insists on a video
+processor, i.e. torchvision) with the same arithmetic in PyTorch, so it runs on
+the policy's device:
+
+* every image is resized to the checkpoint's fixed ``image_size`` (bilinear,
+  antialiased, in uint8 on a CPU; skipped when it already has that size), scaled to [0, 1],
+  normalised with the image processor's mean/std and cut into
+  ``temporal_patch_size x patch x patch`` patches in Qwen's merge-window order
+  (the still image is repeated along time, as the Qwen image processors do);
+  the result equals ``Qwen2VLImageProcessor`` on an image of that size;
+* the prompt is rendered through the tokenizer's chat template and each
+  ``<|image_pad|>`` is expanded to ``(h/patch) * (w/patch) / merge^2`` tokens;
+  with a fixed image size the token ids depend only on (embodiment, instruction)
+  and are cached;
+* ``mm_token_type_ids`` marks image tokens with 1 (Qwen3.5 requires it).
+
+The image geometry lives in the checkpoint's ``backbone/preprocessor_config.json``
+(Hugging Face's format, so the stock image processor reads it too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qvla_core.embodiment import Embodiment
+from qvla_core.errors import CheckpointError
+from qvla_core.model.prompt import num_images, render_prompt
+from qvla_core.model.tokenizer import IMAGE_TOKEN
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Fixed image geometry and normalisation of one backbone."""
+
+    height: int
+    width: int
+    patch_size: int
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+
+    def __post_init__(self) -> None:
+        factor = self.patch_size * self.merge_size
+        if self.height % factor or self.width % factor or self.height <= 0 or self.width <= 0:
+            raise CheckpointError(
+                f"image size {self.height}x{self.width} must be positive multiples of "
+                f"patch_size*merge_size = {factor}"
+            )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (1, self.height // self.patch_size, self.width // self.patch_size)
+
+    @property
+    def tokens_per_image(self) -> int:
+        _, gh, gw = self.grid
+        return gh * gw // (self.merge_size**2)
+
+    @property
+    def patch_dim(self) -> int:
+        return 3 * self.temporal_patch_size * self.patch_size**2
+
+    def to_hf(self) -> dict[str, Any]:
+        """``preprocessor_config.json`` content (readable by ``Qwen2VLImageProcessor``)."""
+        pixels = self.height * self.width
+        return {
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "do_resize": True,
+            "do_rescale": True,
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": True,
+            "do_convert_rgb": True,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "patch_size": self.patch_size,
+            "merge_size": self.merge_size,
+            "temporal_patch_size": self.temporal_patch_size,
+            "size": {"shortest_edge": pixels, "longest_edge": pixels},
+            "qvla_image_size": [self.height, self.width],
+        }
+
+    @classmethod
+    def from_hf(cls, data: dict[str, Any], image_size: tuple[int, int]) -> ImageSpec:
+        try:
+            return cls(
+                height=int(image_size[0]),
+                width=int(image_size[1]),
+                patch_size=int(data["patch_size"]),
+                merge_size=int(data.get("merge_size", 2)),
+                temporal_patch_size=int(data.get("temporal_patch_size", 2)),
+                image_mean=tuple(float(v) for v in data.get("image_mean", CLIP_MEAN)),  # type: ignore[arg-type]
+                image_std=tuple(float(v) for v in data.get("image_std", CLIP_STD)),  # type: ignore[arg-type]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"preprocessor_config.json: bad image processor settings: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def images_to_patches(images: Tensor, spec: ImageSpec) -> Tensor:
+    """uint8 (N, H, W, 3) images -> float32 patches (N * gh * gw, 3 * T * p * p)."""
+    x = images.permute(0, 3, 1, 2)
+    if x.shape[-2:] != (spec.height, spec.width):
+        if x.device.type == "cpu" and x.dtype == torch.uint8:
+            # PyTorch's uint8 antialiased path (channels-last) is ~20x faster on a CPU than fp32;
+            # it differs from the fp32 resize by under one grey level.
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.to(torch.float32)
+        x = F.interpolate(
+            x, size=(spec.height, spec.width), mode="bilinear", antialias=True, align_corners=False
+        )
+    x = x.to(torch.float32)
+    mean = torch.tensor(spec.image_mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.image_std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    x = (x * (1.0 / 255.0) - mean) / std
+    n = x.shape[0]
+    p, m, tp = spec.patch_size, spec.merge_size, spec.temporal_patch_size
+    gh, gw = spec.height // p, spec.width // p
+    x = x.reshape(n, 3, gh // m, m, p, gw // m, m, p)
+    x = x.permute(0, 2, 5, 3, 6, 1, 4, 7)  # (N, gh/m, gw/m, m, m, C, p, p)
+    x = x.unsqueeze(6).expand(n, gh // m, gw // m, m, m, 3, tp, p, p)
+    return x.reshape(n * gh * gw, 3 * tp * p * p)
+
+
+class QwenVLAProcessor:
+    """Turns (embodiment, instruction, images) into the backbone's input tensors."""
+
+    def __init__(self, tokenizer: Any, spec: ImageSpec, cache_size: int = 64) -> None:
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else 0)
+        self._cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+        self._cache_size = cache_size
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, image_size: tuple[int, int]) -> QwenVLAProcessor:
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        cfg_file = path / "preprocessor_config.json"
+        try:
+            data = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CheckpointError(f"{cfg_file}: missing or unreadable: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise CheckpointError(f"{cfg_file}: not valid JSON: {exc}") from exc
+        spec = ImageSpec.from_hf(data, image_size)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: cannot load the tokenizer: {exc}") from exc
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise CheckpointError(f"{path}: the tokenizer has no chat template")
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            raise CheckpointError(f"{path}: the tokenizer has no {IMAGE_TOKEN} token")
+        return cls(tokenizer, spec)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(path))
+        (path / "preprocessor_config.json").write_text(
+            json.dumps(self.spec.to_hf(), indent=2) + "\n", encoding="utf-8"
+        )
+
+    @staticmethod
+    def images_per_prompt(embodiment: Embodiment) -> int:
+        return num_images(embodiment)
+
+    def prompt_text(self, embodiment: Embodiment, instruction: str) -> str:
+        """The chat-template output, one ``<|image_pad|>`` per image (not yet expanded)."""
+        return render_prompt(self.tokenizer, embodiment, instruction)
+
+    def prompt_ids(self, embodiment: Embodiment, instruction: str) -> list[int]:
+        """Token ids with every image pad expanded (cached per embodiment and instruction)."""
+        key = (embodiment.model_dump_json(), instruction)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        ids: list[int] = self.tokenizer(self.prompt_text(embodiment, instruction), add_special_tokens=False)[
+            "input_ids"
+        ]
+        n = self.spec.tokens_per_image
+        expanded: list[int] = []
+        for tok in ids:
+            if tok == self.image_token_id:
+                expanded.extend([tok] * n)
+            else:
+                expanded.append(tok)
+        want = num_images(embodiment)
+        got = ids.count(self.image_token_id)
+        if got != want:
+            raise CheckpointError(f"the chat template rendered {got} image placeholders for {want} images")
+        self._cache[key] = expanded
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return expanded
+
+    def __call__(
+        self,
+        embodiment: Embodiment,
+        instructions: list[str],
+        images: list[Tensor],
+        device: torch.device | str = "cpu",
+    ) -> dict[str, Tensor]:
+        """Batch inputs for B prompts.
+
+        ``images``: uint8 tensors (n, H, W, 3), concatenated in prompt order they hold
+        B * n_images frames (one tensor per camera and batch row is typical; sizes may differ).
+
+        Sequences are right-padded with the pad token (``attention_mask`` 0).
+        """
+        device = torch.device(device)
+        rows = [self.prompt_ids(embodiment, ins) for ins in instructions]
+        length = max(len(r) for r in rows)
+        ids = np.full((len(rows), length), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), length), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        input_ids = torch.from_numpy(ids).to(device)
+        attention_mask = torch.from_numpy(mask).to(device)
+        pixel_values = torch.cat([images_to_patches(im.to(device), self.spec) for im in images])
+        n_images = sum(int(im.shape[0]) for im in images)
+        if n_images != len(rows) * self.images_per_prompt(embodiment):
+            raise ValueError(
+                f"got {n_images} images for {len(rows)} prompts of {self.images_per_prompt(embodiment)}"
+            )
+        grid = torch.tensor([self.spec.grid] * n_images, dtype=torch.int64, device=device)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": pixel_values,
+            "image_grid_thw": grid,
+            "mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32),
+        }
