@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,65 @@ def test_normalization_width_must_match_channels(tmp_path: Path) -> None:
 def test_pose_output_defaults_to_base_link() -> None:
     out = PoseOutput(type="goal_pose", topic="/goal_pose")
     assert out.frame_id == "base_link"
+
+
+VLN = REPO / "config" / "robots" / "vln_nav.yaml"
+FRANKA = REPO / "config" / "robots" / "franka.yaml"
+WIDOWX = REPO / "config" / "robots" / "widowx.yaml"
+
+
+def test_vln_nav_sees_a_video_history_and_sends_poses_in_base_link() -> None:
+    config = load_robot_config(VLN)
+    emb = config.embodiment
+    assert [c.history.frames for c in emb.cameras] == [8]
+    assert all(c.history.frames > 1 and c.history.stride_s > 0 for c in emb.cameras)
+    assert emb.state == [] and config.ros.joint_states == []
+    assert set(emb.channel_kinds()) == {
+        ChannelKind.waypoint_x,
+        ChannelKind.waypoint_y,
+        ChannelKind.waypoint_yaw,
+    }
+    # max_velocity would be applied per waypoint step by the safety filter: it must stay unset.
+    assert all(c.max_velocity is None for c in emb.action)
+    outputs = config.ros.outputs
+    assert outputs and all(isinstance(o, PoseOutput) and o.frame_id == "base_link" for o in outputs)
+    assert {o.type for o in outputs if isinstance(o, PoseOutput)} == {"goal_pose", "path"}
+    assert config.ros.chunking.mode == "replace"
+
+
+@pytest.mark.parametrize("path", [FRANKA, WIDOWX], ids=["franka", "widowx"])
+def test_arm_and_gripper_outputs_cover_every_action_channel_once(path: Path) -> None:
+    config = load_robot_config(path)
+    trajectories = [o for o in config.ros.outputs if isinstance(o, TrajectoryOutput)]
+    assert len(trajectories) == len(config.ros.outputs) == 2
+    commanded = [ch for o in trajectories for ch in o.channels]
+    assert sorted(commanded) == sorted(config.embodiment.action_names)
+    gripper_out = [o for o in trajectories if o.channels == ["gripper"]]
+    assert len(gripper_out) == 1
+
+
+def test_franka_follows_the_panda_names() -> None:
+    config = load_robot_config(FRANKA)
+    arm = config.ros.outputs[0]
+    assert isinstance(arm, TrajectoryOutput)
+    assert arm.joint_names == [f"panda_joint{i}" for i in range(1, 8)]
+    assert config.ros.gripper_raw_range == {"gripper": (0.0, 0.04)}
+    fed = {name for src in config.ros.joint_states for name in src.joint_names}
+    assert fed == {*arm.joint_names, "panda_finger_joint1"}
+
+
+@pytest.mark.parametrize("path", [FRANKA, WIDOWX], ids=["franka", "widowx"])
+def test_arm_limits_are_plausible_and_grippers_normalised(path: Path) -> None:
+    config = load_robot_config(path)
+    emb = config.embodiment
+    for ch in (*emb.state, *emb.action):
+        if ch.kind == ChannelKind.joint_position:
+            assert -2 * math.pi <= ch.lower < ch.upper <= 2 * math.pi, ch
+            assert ch.max_velocity is not None and 0 < ch.max_velocity <= 2 * math.pi, ch
+        else:
+            assert ch.kind == ChannelKind.gripper, ch
+            assert (ch.lower, ch.upper) == (0.0, 1.0), ch
+    grippers = {c.name for c in emb.action if c.kind == ChannelKind.gripper}
+    assert set(config.ros.gripper_raw_range) == grippers
+    for closed, opened in config.ros.gripper_raw_range.values():
+        assert closed < opened

@@ -51,8 +51,8 @@ class ChannelKind(StrEnum):
 class Channel(Strict):
     """One scalar channel of the state or action vector."""
 
-    name: Name
-    kind: ChannelKind
+    name: Name = Field(description="Channel name; unique within state, and within action.")
+    kind: ChannelKind = Field(description="What the value means on the robot, and its units.")
     lower: float = Field(description="Lowest safe value, in the channel's units.")
     upper: float = Field(description="Highest safe value, in the channel's units.")
     max_velocity: float | None = Field(
@@ -61,6 +61,7 @@ class Channel(Strict):
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> Channel:
+        """``lower`` and ``upper`` are finite and ``lower < upper``."""
         if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
             raise ValueError(f"limits must be finite, got lower={self.lower}, upper={self.upper}")
         if self.lower >= self.upper:
@@ -76,6 +77,7 @@ class FrameHistory(Strict):
 
     @model_validator(mode="after")
     def _stride_needed(self) -> FrameHistory:
+        """``stride_s > 0`` when ``frames > 1``."""
         if self.frames > 1 and self.stride_s <= 0.0:
             raise ValueError("stride_s must be > 0 when frames > 1")
         return self
@@ -84,23 +86,26 @@ class FrameHistory(Strict):
 class Camera(Strict):
     """A camera the policy looks through."""
 
-    name: Name
+    name: Name = Field(description="Camera name; unique, and wired to a topic in ros.cameras.")
     width: int = Field(gt=0, le=8192, description="Expected image width [px].")
     height: int = Field(gt=0, le=8192, description="Expected image height [px].")
-    history: FrameHistory = FrameHistory()
+    history: FrameHistory = Field(
+        default=FrameHistory(), description="Past frames the policy sees; default: the newest only."
+    )
 
 
 class NormStats(Strict):
     """Per-channel normalisation. ``mean_std``: (x-mean)/std; ``quantile``: q01..q99 -> -1..1."""
 
-    mode: Literal["mean_std", "quantile"]
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    q01: list[float] | None = None
-    q99: list[float] | None = None
+    mode: Literal["mean_std", "quantile"] = Field(description="Which statistics are used.")
+    mean: list[float] | None = Field(default=None, description="mean_std: per-channel mean.")
+    std: list[float] | None = Field(default=None, description="mean_std: per-channel standard deviation.")
+    q01: list[float] | None = Field(default=None, description="quantile: per-channel 1st percentile.")
+    q99: list[float] | None = Field(default=None, description="quantile: per-channel 99th percentile.")
 
     @model_validator(mode="after")
     def _complete(self) -> NormStats:
+        """The mode's two lists are given, finite and equally long; std > 0; each q99 > its q01."""
         pair = ("mean", "std") if self.mode == "mean_std" else ("q01", "q99")
         for key in pair:
             values = getattr(self, key)
@@ -124,14 +129,16 @@ class NormStats(Strict):
 
 
 class Normalization(Strict):
-    state: NormStats
-    action: NormStats
+    """Normalisation statistics for the state and the action vector."""
+
+    state: NormStats = Field(description="One value per state channel, in state order.")
+    action: NormStats = Field(description="One value per action channel, in action order.")
 
 
 class Embodiment(Strict):
     """Everything the policy knows about one robot body."""
 
-    name: Name
+    name: Name = Field(description="Robot name; shipped robot files are named after it.")
     body: str = Field(min_length=1, max_length=2000, description="The robot body, in words.")
     control_convention: str = Field(
         min_length=1, max_length=2000, description="What the actions mean, in words."
@@ -139,14 +146,15 @@ class Embodiment(Strict):
     control_rate_hz: float = Field(gt=0, le=1000, description="Rate the actions are executed at [Hz].")
     horizon: int = Field(ge=1, le=256, description="Actions per predicted chunk.")
     state: list[Channel] = Field(default_factory=list, description="Proprioceptive inputs; may be empty.")
-    action: list[Channel] = Field(min_length=1)
-    cameras: list[Camera] = Field(min_length=1)
+    action: list[Channel] = Field(min_length=1, description="What the policy commands, in vector order.")
+    cameras: list[Camera] = Field(min_length=1, description="Cameras the policy sees, in prompt order.")
     normalization: Normalization | None = Field(
         default=None, description="Stats used when the checkpoint has none for this embodiment."
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> Embodiment:
+        """Names repeat nowhere within state, action or cameras; normalization widths match them."""
         for label, items in (("state", self.state), ("action", self.action), ("cameras", self.cameras)):
             names = [item.name for item in items]
             dupes = sorted({n for n in names if names.count(n) > 1})

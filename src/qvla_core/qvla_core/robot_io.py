@@ -22,7 +22,7 @@ class CameraInput(Strict):
     """One camera topic. A topic ending in ``/compressed`` carries sensor_msgs/CompressedImage."""
 
     camera: Name = Field(description="Camera name from embodiment.cameras.")
-    topic: Topic
+    topic: Topic = Field(description="sensor_msgs/Image topic, or CompressedImage if it ends in /compressed.")
 
     @property
     def compressed(self) -> bool:
@@ -34,12 +34,13 @@ class JointStateInput(Strict):
 
     ``joint_names[i]`` in the message fills state channel ``channels[i]``."""
 
-    topic: Topic
+    topic: Topic = Field(description="sensor_msgs/JointState topic.")
     joint_names: list[str] = Field(min_length=1, description="Names as they appear in the message.")
     channels: list[Name] = Field(min_length=1, description="State channels they fill, same order.")
 
     @model_validator(mode="after")
     def _same_length(self) -> JointStateInput:
+        """``joint_names`` and ``channels`` are equally long."""
         if len(self.joint_names) != len(self.channels):
             raise ValueError(
                 f"joint_names has {len(self.joint_names)} entries but channels has {len(self.channels)}"
@@ -50,13 +51,14 @@ class JointStateInput(Strict):
 class TrajectoryOutput(Strict):
     """trajectory_msgs/JointTrajectory to a joint_trajectory_controller."""
 
-    type: Literal["joint_trajectory"]
+    type: Literal["joint_trajectory"] = Field(description="Selects this output kind.")
     topic: Topic = Field(description="e.g. /left_arm_controller/joint_trajectory")
     joint_names: list[str] = Field(min_length=1, description="The controller's joints, its order.")
     channels: list[Name] = Field(min_length=1, description="Action channel for each joint, same order.")
 
     @model_validator(mode="after")
     def _same_length(self) -> TrajectoryOutput:
+        """``joint_names`` and ``channels`` are equally long."""
         if len(self.joint_names) != len(self.channels):
             raise ValueError(
                 f"joint_names has {len(self.joint_names)} entries but channels has {len(self.channels)}"
@@ -68,7 +70,9 @@ class PoseOutput(Strict):
     """Waypoints for Nav2: ``goal_pose`` (last waypoint), ``path`` (nav_msgs/Path) or
     ``navigate_through_poses`` (the Nav2 action, where nav2_msgs is installed)."""
 
-    type: Literal["goal_pose", "path", "navigate_through_poses"]
+    type: Literal["goal_pose", "path", "navigate_through_poses"] = Field(
+        description="goal_pose: geometry_msgs/PoseStamped; path: nav_msgs/Path; or the Nav2 action."
+    )
     topic: Topic = Field(description="Topic, or action name for navigate_through_poses.")
     frame_id: FrameId = Field(default="base_link", description="Frame of the waypoints (REP-105).")
 
@@ -89,7 +93,11 @@ class SyncSettings(Strict):
 class ChunkingSettings(Strict):
     """How consecutive action chunks are spliced."""
 
-    mode: Literal["replace", "temporal_ensemble", "rtc"] = "rtc"
+    mode: Literal["replace", "temporal_ensemble", "rtc"] = Field(
+        default="rtc",
+        description="replace: the newest chunk wins; temporal_ensemble: weighted mean of recent chunks; "
+        "rtc: real-time chunking (the policy continues the committed plan).",
+    )
     ensemble_decay: float = Field(
         default=0.1, ge=0.0, le=10.0, description="temporal_ensemble: weight exp(-decay * age_in_chunks)."
     )
@@ -109,27 +117,33 @@ class SafetySettings(Strict):
 
 
 class RosIO(Strict):
-    cameras: list[CameraInput] = Field(min_length=1)
-    joint_states: list[JointStateInput] = Field(default_factory=list)
-    outputs: list[Output] = Field(min_length=1)
+    """The ROS wiring of a robot: input topics, outputs, and runtime settings."""
+
+    cameras: list[CameraInput] = Field(min_length=1, description="One topic per embodiment camera.")
+    joint_states: list[JointStateInput] = Field(
+        default_factory=list, description="Topics that together fill every state channel once."
+    )
+    outputs: list[Output] = Field(min_length=1, description="Where actions go; selected by ``type``.")
     gripper_raw_range: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="Per gripper channel: hardware position at normalised 0 (closed) and 1 (open).",
     )
-    sync: SyncSettings = SyncSettings()
-    chunking: ChunkingSettings = ChunkingSettings()
-    safety: SafetySettings = SafetySettings()
+    sync: SyncSettings = Field(default=SyncSettings(), description="Observation assembly.")
+    chunking: ChunkingSettings = Field(default=ChunkingSettings(), description="Chunk splicing.")
+    safety: SafetySettings = Field(default=SafetySettings(), description="Command and input checks.")
 
 
 class RobotConfig(Strict):
     """A whole robot YAML."""
 
-    schema_version: Literal[1] = 1
-    embodiment: Embodiment
-    ros: RosIO
+    schema_version: Literal[1] = Field(default=1, description="Version of this file format.")
+    embodiment: Embodiment = Field(description="What the policy knows about the body.")
+    ros: RosIO = Field(description="How the body is wired to ROS.")
 
     @model_validator(mode="after")
     def _wired(self) -> RobotConfig:
+        """ros.cameras names each embodiment camera once; ros.joint_states fill each state channel
+        once; trajectory outputs and gripper_raw_range name existing channels."""
         emb, io = self.embodiment, self.ros
         cams = [c.camera for c in io.cameras]
         if sorted(cams) != sorted(emb.camera_names):
