@@ -22,6 +22,8 @@ TORCH_VERSION="2.13.0"
 VENV_LAYOUT=1  # bump when the venv recipe below changes in a way lock.txt does not show
 
 say() { printf 'setup: %s\n' "$*"; }
+# Any failure not reported by die() still says where it happened.
+trap 'rc=$?; printf "\nsetup: ERROR: line %s failed (exit %s): %s\n" "$LINENO" "$rc" "$BASH_COMMAND" >&2' ERR
 die() {
     printf '\nsetup: ERROR: %s\n' "$1" >&2
     shift
@@ -63,7 +65,7 @@ patch_cmake_paths() {
     local inc site
     inc="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-    grep -rlI --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null \
+    { grep -rlI --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null || true; } \
         | xargs -r sed -i -e "s#/opt/python/cp311-cp311/include/python3.11#$inc#g" \
             -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages#$site#g"
     if grep -rqI --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null; then

@@ -157,7 +157,7 @@ def test_chunk_is_commanded_once_with_stamp_and_instruction(rig: Any) -> None:
 
 
 def test_freshest_observation_and_one_inference_in_flight(rig: Any) -> None:
-    engine, policy, sink, clock = rig
+    engine, policy, _sink, clock = rig
     policy.delay_s = 0.05
     engine.activate()
     engine.set_instruction("go", reset=True)
@@ -175,7 +175,7 @@ def test_freshest_observation_and_one_inference_in_flight(rig: Any) -> None:
 
 
 def test_stale_input_holds_measured_position(rig: Any) -> None:
-    engine, policy, sink, clock = rig
+    engine, _policy, sink, clock = rig
     engine.activate()
     engine.set_instruction("go", reset=True)
     feed(engine, clock)
@@ -183,7 +183,11 @@ def test_stale_input_holds_measured_position(rig: Any) -> None:
     clock.t += 0.25  # > max_image_age_s 0.2
     engine.tick()
     snap = engine.snapshot()
-    assert snap.run_state == RunState.FAULT and "stale input" in snap.last_fault and "cam_high" in snap.last_fault
+    assert (
+        snap.run_state == RunState.FAULT
+        and "stale input" in snap.last_fault
+        and "cam_high" in snap.last_fault
+    )
     assert len(sink.holds) == 1
     np.testing.assert_allclose(sink.holds[0][:6], [0.1, -0.2, 0.3, 0.0, 0.4, 0.0])
     engine.tick()
@@ -241,7 +245,7 @@ def test_discontinuous_first_point_is_rejected(rig: Any, config: RobotConfig) ->
 
 
 def test_pause_stop_resume(rig: Any) -> None:
-    engine, policy, sink, clock = rig
+    engine, _policy, sink, clock = rig
     engine.activate()
     engine.set_instruction("go", reset=True)
     feed(engine, clock)
@@ -297,10 +301,16 @@ def test_bad_inputs_are_counted_and_never_used(rig: Any) -> None:
     engine.on_joint_state("/follower_left/joint_states", JOINTS, np.array(nan), clock.t)
     engine.on_joint_state("/follower_left/joint_states", JOINTS[:-1], np.zeros(6), clock.t)  # missing gripper
     engine.on_camera("cam_high", clock.t + 5.0, np.zeros((480, 640, 3), np.uint8))  # from the future
+    engine.on_camera("cam_low", clock.t, np.zeros((240, 320, 3), np.uint8))  # wrong size
     time.sleep(0.05)
     assert not policy.calls and not sink.trajectories
     rejected = engine.snapshot().rejections
-    assert rejected["/follower_left/joint_states"] == 2 and rejected["cam_high"] == 1
+    assert (
+        rejected["/follower_left/joint_states"] == 2
+        and rejected["cam_high"] == 1
+        and rejected["cam_low"] == 1
+    )
+    assert any("cam_low" in text and "240" in text for _, text in sink.logs)
     assert any("non-finite" in text for _, text in sink.logs)
 
 
@@ -314,7 +324,9 @@ def test_rtc_first_chunk_is_inpainted_from_the_measured_position(rig: Any) -> No
     assert first.action_prefix is not None and first.prefix_weight is not None
     assert first.action_prefix.shape[0] >= 1 and np.all(first.prefix_weight == 1.0)
     gripper = (0.5 - -0.6213) / (1.4910 - -0.6213)  # raw gripper angle -> normalised opening
-    np.testing.assert_allclose(first.action_prefix[0, :7], [0.2, -0.1, 0.3, 0.0, 0.4, 0.0, gripper], atol=1e-6)
+    np.testing.assert_allclose(
+        first.action_prefix[0, :7], [0.2, -0.1, 0.3, 0.0, 0.4, 0.0, gripper], atol=1e-6
+    )
     wait(lambda: sink.trajectories)
     clock.t += 0.02
     feed(engine, clock, left=[0.2, -0.1, 0.3, 0.0, 0.4, 0.0, 0.5])

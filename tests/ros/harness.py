@@ -43,7 +43,7 @@ class RosPeer:
         while self.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutdown races end the loop
+            except Exception:
                 if not self.context.ok():
                     return
                 raise
@@ -114,12 +114,16 @@ class InstalledNode:
         self.log_path = Path(self._tmp.name) / "node.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
@@ -134,12 +138,14 @@ class InstalledNode:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-                raise AssertionError(f"{self.exe.name} ignored SIGINT for {timeout} s:\n{self.log()[-3000:]}") from None
+                raise AssertionError(
+                    f"{self.exe.name} ignored SIGINT for {timeout} s:\n{self.log()[-3000:]}"
+                ) from None
         self._log.close()
         return int(self.proc.returncode)
 
     def close(self) -> str:
-        log = self.log() if not self._log.closed else self.log_path.read_text(errors="replace")
         self.stop()
+        log = self.log()
         self._tmp.cleanup()
         return log

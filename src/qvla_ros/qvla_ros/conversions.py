@@ -13,7 +13,8 @@ import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from nav_msgs.msg import Path
-from sensor_msgs.msg import CompressedImage, Image
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import ColorRGBA, Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import Marker, MarkerArray
@@ -51,9 +52,13 @@ def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
         return decode_compressed(msg.format, bytes(msg.data))
     if _BRIDGE is not None and msg.encoding in ("rgb8", "bgr8", "mono8", "rgba8", "bgra8"):
         # Let the numpy path validate sizes first: cv_bridge's errors are less clear.
-        decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        decode_raw(
+            msg.encoding, msg.height, msg.width, msg.step, msg.data, is_bigendian=bool(msg.is_bigendian)
+        )
         return np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+    return decode_raw(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, is_bigendian=bool(msg.is_bigendian)
+    )
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: float, frame_id: str) -> Image:
@@ -151,3 +156,40 @@ def chunk_plot_markers(chunk: ActionChunk, stamp: float, ns: str = "qvla_chunk")
         ]
         markers.append(m)
     return MarkerArray(markers=markers)
+
+
+# ---------------------------------------------------------------------------- simulator (sim_node)
+def time_from_ns(nanoseconds: int) -> Time:
+    """An exact builtin_interfaces/Time from integer nanoseconds (no float rounding)."""
+    sec, nanosec = divmod(int(nanoseconds), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def clock_msg(nanoseconds: int) -> Clock:
+    """rosgraph_msgs/Clock for /clock (what use_sim_time nodes take as their time)."""
+    return Clock(clock=time_from_ns(nanoseconds))
+
+
+def joint_state_msg(names: Sequence[str], positions: Sequence[float], stamp_ns: int) -> JointState:
+    """sensor_msgs/JointState with positions only (velocity and effort left empty)."""
+    msg = JointState(header=Header(stamp=time_from_ns(stamp_ns)), name=list(names))
+    msg.position = [float(p) for p in positions]
+    return msg
+
+
+def trajectory_arrays(msg: JointTrajectory) -> tuple[float, list[str], list[float], np.ndarray]:
+    """A JointTrajectory as (header stamp [s], joint names, time_from_start [s], (points, joints) positions).
+
+    Raises ValueError when a point's position count differs from the number of joint names (JTC
+    rejects such a trajectory too; velocity-only points have no positions and are rejected)."""
+    names = list(msg.joint_names)
+    rows = [list(p.positions) for p in msg.points]
+    bad = [k for k, row in enumerate(rows) if len(row) != len(names)]
+    if bad:
+        raise ValueError(
+            f"point {bad[0]} has {len(rows[bad[0]])} positions for {len(names)} joints "
+            "(only position trajectories are supported)"
+        )
+    tfs = [float(p.time_from_start.sec) + float(p.time_from_start.nanosec) * 1e-9 for p in msg.points]
+    positions = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
+    return to_sec(msg.header.stamp), names, tfs, positions

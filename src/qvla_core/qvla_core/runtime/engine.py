@@ -165,18 +165,21 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ inputs (cheap)
     def on_camera(self, camera: str, stamp: float, msg: Any) -> None:
+        # Decoded on arrival (zero-copy for rgb8): a frame that cannot be used must not count as
+        # fresh, so a camera sending only bad frames goes stale and the watchdog holds the robot.
         now = self._clock()
         try:
+            image = self._decode(msg)
+            check_size(image, self._cameras[camera])
             with self._lock:
-                self._sync.add(camera, stamp, msg, now)
-                self._watchdog.feed(camera, stamp)
-            if camera in self._history:  # frame history needs every frame decoded on arrival
-                image = self._decode(msg)
-                check_size(image, self._cameras[camera])
-                with self._lock:
+                self._sync.add(camera, stamp, image, now)
+                if camera in self._history:
                     self._history[camera].push(image, stamp)
+                self._watchdog.feed(camera, stamp)
         except QvlaError as exc:
             self._reject(camera, str(exc))
+        except Exception as exc:
+            self._reject(camera, f"unusable message ({type(exc).__name__}: {exc})")
 
     def on_joint_state(self, topic: str, names: list[str], positions: F64, stamp: float) -> None:
         now = self._clock()
@@ -187,6 +190,8 @@ class PolicyEngine:
                 self._watchdog.feed(topic, stamp)
         except QvlaError as exc:
             self._reject(topic, str(exc))
+        except Exception as exc:
+            self._reject(topic, f"unusable message ({type(exc).__name__}: {exc})")
 
     def _reject(self, source: str, text: str) -> None:
         with self._lock:
@@ -320,14 +325,7 @@ class PolicyEngine:
             prefix, weight = self._scheduler.prefix(now, self._expected_delay, synced.stamp)
             if prefix.shape[0] == 0 and self._hold_prefix:
                 prefix, weight = self._start_prefix(state, synced.stamp, now)
-        try:
-            images = {
-                name: history[name] if name in history else self._single_frame(name, synced.payloads[name])
-                for name in self._cameras
-            }
-        except QvlaError as exc:
-            self._reject("observation", str(exc))
-            return True
+        images = {name: history.get(name, synced.payloads[name][None]) for name in self._cameras}
         observation = Observation(
             images=images,
             state=state,
@@ -347,14 +345,11 @@ class PolicyEngine:
     def _start_prefix(self, state: npt.NDArray[np.float32], stamp: float, now: float) -> tuple[Any, Any]:
         """RTC with nothing committed yet: the robot stays where it is until the chunk arrives,
         so the first chunk is inpainted to start from the measured position (no jump)."""
-        rows = min(self._scheduler.first_future_row(stamp, now + self._expected_delay) + 1, self.embodiment.horizon)
+        rows = min(
+            self._scheduler.first_future_row(stamp, now + self._expected_delay) + 1, self.embodiment.horizon
+        )
         hold = hold_action(self.embodiment, state).astype(np.float32)
         return np.repeat(hold[None, :], rows, axis=0), np.ones(rows, dtype=np.float32)
-
-    def _single_frame(self, camera: str, msg: Any) -> npt.NDArray[np.uint8]:
-        image = self._decode(msg)
-        check_size(image, self._cameras[camera])
-        return image[None]
 
     def _deliver(
         self, chunk: ActionChunk, version: int, state: Any, state_stamp: float, instruction: str, wall: float

@@ -1,0 +1,46 @@
+"""Fixtures for integration tests: a tiny random checkpoint built locally, and the installed share dir."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ros.harness import INSTALL, REPO
+
+ROBOTS = sorted((REPO / "config" / "robots").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen-VLA checkpoint with norm stats for every shipped robot (built, never downloaded)."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    cmd = [
+        sys.executable,
+        "-m",
+        "qvla_core.cli.build_checkpoint",
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--backbone",
+        "qwen2_5_vl",
+        "--stats-from-limits",
+        "--randomize-head",
+        "--seed",
+        "0",
+    ]
+    for robot in ROBOTS:
+        cmd += ["--robot", str(robot)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def config_dir() -> Path:
+    path = INSTALL / "qvla_ros" / "share" / "qvla_ros" / "config" / "robots"
+    assert path.is_dir(), f"{path} missing: run scripts/setup.sh"
+    return path

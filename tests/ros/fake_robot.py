@@ -1,0 +1,192 @@
+"""A robot over real DDS for integration tests: cameras + joint states out, controller topics in.
+
+Publishes what the robot YAML says a robot publishes (camera topics, one JointState per
+source with the hardware joint names) and records what a robot would receive.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from qvla_core.robot_io import RobotConfig, TrajectoryOutput
+from qvla_core.sim.trajectory_executor import TrajectoryExecutor
+from qvla_msgs.msg import ActionChunk, PolicyStatus
+from tests.ros.harness import RosPeer
+
+
+def stamp_of(seconds: float) -> Any:
+    from builtin_interfaces.msg import Time
+
+    sec = int(seconds)
+    return Time(sec=sec, nanosec=int((seconds - sec) * 1e9))
+
+
+def to_sec(stamp: Any) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+@dataclass
+class Received:
+    """Everything the robot side received, with arrival times (wall clock)."""
+
+    trajectories: dict[str, list[tuple[float, JointTrajectory]]] = field(default_factory=dict)
+    chunks: list[tuple[float, ActionChunk]] = field(default_factory=list)
+    statuses: list[PolicyStatus] = field(default_factory=list)
+
+    def all_trajectories(self) -> list[tuple[float, str, JointTrajectory]]:
+        return sorted((t, topic, m) for topic, items in self.trajectories.items() for t, m in items)
+
+
+class FakeRobot:
+    """Streams sensor data in a thread; knobs let a test corrupt one input at a time."""
+
+    def __init__(
+        self, peer: RosPeer, config: RobotConfig, camera_hz: float = 15.0, state_hz: float = 50.0
+    ) -> None:
+        self.peer, self.config = peer, config
+        node = peer.node
+        emb = config.embodiment
+        self.received = Received()
+        self._lock = threading.Lock()
+        self.camera_hz, self.state_hz = camera_hz, state_hz
+        self.paused_inputs: set[str] = set()  # topics/cameras that stop publishing
+        self.image_override: dict[str, Any] = {}  # camera -> a bad Image/CompressedImage template
+        self.state_override: dict[str, tuple[list[str], list[float]]] = {}  # topic -> (names, positions)
+        self.stamp_offset: dict[str, float] = {}  # input -> seconds added to its stamps
+        # Each controller tracks what it receives perfectly (JTC rules); joint states report it.
+        self.controllers: dict[str, TrajectoryExecutor] = {}
+        self.rejections: list[str] = []
+        where: dict[str, tuple[str, int]] = {}
+        for out in config.ros.outputs:
+            if isinstance(out, TrajectoryOutput):
+                self.controllers[out.topic] = TrajectoryExecutor(
+                    out.joint_names, np.zeros(len(out.joint_names))
+                )
+                where.update({ch: (out.topic, j) for j, ch in enumerate(out.channels)})
+        self._state_source = {
+            src.topic: [where.get(ch) for ch in src.channels] for src in config.ros.joint_states
+        }
+        cams = {c.name: c for c in emb.cameras}
+        self._camera_pubs = {}
+        self._frames: dict[str, Image] = {}
+        rng = np.random.default_rng(0)
+        for cam in config.ros.cameras:
+            spec = cams[cam.camera]
+            self._camera_pubs[cam.camera] = node.create_publisher(
+                CompressedImage if cam.compressed else Image, cam.topic, qos_profile_sensor_data
+            )
+            frame = Image(height=spec.height, width=spec.width, encoding="rgb8", step=spec.width * 3)
+            frame.data = rng.integers(0, 255, (spec.height, spec.width, 3), dtype=np.uint8).tobytes()
+            frame.header.frame_id = cam.camera
+            self._frames[cam.camera] = frame
+        self._state_pubs = {
+            src.topic: node.create_publisher(JointState, src.topic, 10) for src in config.ros.joint_states
+        }
+        self._names = {src.topic: list(src.joint_names) for src in config.ros.joint_states}
+        for out in config.ros.outputs:
+            if isinstance(out, TrajectoryOutput):
+                self.received.trajectories[out.topic] = []
+                node.create_subscription(
+                    JointTrajectory, out.topic, lambda m, t=out.topic: self._on_traj(t, m), 10
+                )
+        node.create_subscription(ActionChunk, "/qvla/action_chunk", self._on_chunk, 10)
+        node.create_subscription(PolicyStatus, "/qvla/status", self._on_status, 10)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._stream, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------- recording
+    def _on_traj(self, topic: str, msg: JointTrajectory) -> None:
+        now = time.time()
+        with self._lock:
+            self.received.trajectories[topic].append((now, msg))
+            ok = self.controllers[topic].accept(
+                to_sec(msg.header.stamp),
+                list(msg.joint_names),
+                [to_sec(p.time_from_start) for p in msg.points],
+                np.array([list(p.positions) for p in msg.points]),
+                now,
+            )
+            if not ok:
+                self.rejections.append(f"{topic}: {self.controllers[topic].last_rejection}")
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        with self._lock:
+            self.received.chunks.append((time.time(), msg))
+
+    def _on_status(self, msg: PolicyStatus) -> None:
+        with self._lock:
+            self.received.statuses.append(msg)
+
+    def snapshot(self) -> Received:
+        with self._lock:
+            return Received(
+                {k: list(v) for k, v in self.received.trajectories.items()},
+                list(self.received.chunks),
+                list(self.received.statuses),
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            for v in self.received.trajectories.values():
+                v.clear()
+            self.received.chunks.clear()
+            self.received.statuses.clear()
+
+    def last_status(self) -> PolicyStatus | None:
+        with self._lock:
+            return self.received.statuses[-1] if self.received.statuses else None
+
+    # ------------------------------------------------------------- streaming
+    def _stream(self) -> None:
+        next_cam = next_state = time.time()
+        while not self._stop.is_set():
+            now = time.time()
+            if now >= next_state:
+                self._publish_states(now)
+                next_state += 1.0 / self.state_hz
+            if now >= next_cam:
+                self._publish_cameras(now)
+                next_cam += 1.0 / self.camera_hz
+            time.sleep(max(0.0, min(next_cam, next_state) - time.time()))
+
+    def _publish_states(self, now: float) -> None:
+        for topic, pub in self._state_pubs.items():
+            if topic in self.paused_inputs:
+                continue
+            names, positions = self.state_override.get(topic, (self._names[topic], self.measured(topic, now)))
+            msg = JointState(name=list(names), position=[float(p) for p in positions])
+            msg.header.stamp = stamp_of(now + self.stamp_offset.get(topic, 0.0))
+            pub.publish(msg)
+
+    def measured(self, topic: str, now: float) -> list[float]:
+        """Joint positions of one JointState source: the controllers' current commands."""
+        out = []
+        with self._lock:
+            for source in self._state_source[topic]:
+                if source is None:
+                    out.append(0.0)
+                else:
+                    controller, index = source
+                    out.append(float(self.controllers[controller].target(now)[index]))
+        return out
+
+    def _publish_cameras(self, now: float) -> None:
+        for cam, pub in self._camera_pubs.items():
+            if cam in self.paused_inputs:
+                continue
+            msg = self.image_override.get(cam, self._frames[cam])
+            msg.header.stamp = stamp_of(now + self.stamp_offset.get(cam, 0.0))
+            pub.publish(msg)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
