@@ -14,6 +14,7 @@ setup(
         # launch/ and config/ live at the repository top level; symlinks bring them here.
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config/robots", glob("config/robots/*.yaml")),
+        ("share/" + package_name + "/config", ["config/fastdds.xml"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -24,6 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             "policy_node = qvla_ros.policy_node:main",
+            "sim_node = qvla_ros.sim_node:main",
         ],
     },
 )

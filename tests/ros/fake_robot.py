@@ -1,7 +1,9 @@
 """A robot over real DDS for integration tests: cameras + joint states out, controller topics in.
 
-Publishes what the robot YAML says a robot publishes (camera topics, one JointState per
-source with the hardware joint names) and records what a robot would receive.
+Publishes what the robot YAML says a robot publishes (camera topics, raw Image or, for a topic
+ending in /compressed, a JPEG CompressedImage; one JointState per source with the hardware joint
+names) and records what a robot would receive: JointTrajectory on each controller topic,
+PoseStamped / nav_msgs/Path on each goal_pose / path output, chunks and status.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from qvla_core.robot_io import RobotConfig, TrajectoryOutput
+from qvla_core.robot_io import PoseOutput, RobotConfig, TrajectoryOutput
 from qvla_core.sim.trajectory_executor import TrajectoryExecutor
 from qvla_msgs.msg import ActionChunk, PolicyStatus
 from tests.ros.harness import RosPeer
@@ -40,6 +45,8 @@ class Received:
     trajectories: dict[str, list[tuple[float, JointTrajectory]]] = field(default_factory=dict)
     chunks: list[tuple[float, ActionChunk]] = field(default_factory=list)
     statuses: list[PolicyStatus] = field(default_factory=list)
+    poses: dict[str, list[tuple[float, PoseStamped]]] = field(default_factory=dict)  # goal_pose outputs
+    paths: dict[str, list[tuple[float, Path]]] = field(default_factory=dict)  # path outputs
 
     def all_trajectories(self) -> list[tuple[float, str, JointTrajectory]]:
         return sorted((t, topic, m) for topic, items in self.trajectories.items() for t, m in items)
@@ -57,18 +64,20 @@ class FakeRobot:
         self.received = Received()
         self._lock = threading.Lock()
         self.camera_hz, self.state_hz = camera_hz, state_hz
+        self.streaming = True  # False: nothing is published until publish_once()
         self.paused_inputs: set[str] = set()  # topics/cameras that stop publishing
         self.image_override: dict[str, Any] = {}  # camera -> a bad Image/CompressedImage template
         self.state_override: dict[str, tuple[list[str], list[float]]] = {}  # topic -> (names, positions)
         self.stamp_offset: dict[str, float] = {}  # input -> seconds added to its stamps
         # Each controller tracks what it receives perfectly (JTC rules); joint states report it.
+        # It starts at zero, moved into the joint limits (a real arm is never outside them).
         self.controllers: dict[str, TrajectoryExecutor] = {}
         self.rejections: list[str] = []
         where: dict[str, tuple[str, int]] = {}
         for out in config.ros.outputs:
             if isinstance(out, TrajectoryOutput):
                 self.controllers[out.topic] = TrajectoryExecutor(
-                    out.joint_names, np.zeros(len(out.joint_names))
+                    out.joint_names, [self._start_position(ch) for ch in out.channels]
                 )
                 where.update({ch: (out.topic, j) for j, ch in enumerate(out.channels)})
         self._state_source = {
@@ -76,17 +85,21 @@ class FakeRobot:
         }
         cams = {c.name: c for c in emb.cameras}
         self._camera_pubs = {}
-        self._frames: dict[str, Image] = {}
+        self._frames: dict[str, Image | CompressedImage] = {}
         rng = np.random.default_rng(0)
         for cam in config.ros.cameras:
             spec = cams[cam.camera]
             self._camera_pubs[cam.camera] = node.create_publisher(
                 CompressedImage if cam.compressed else Image, cam.topic, qos_profile_sensor_data
             )
-            frame = Image(height=spec.height, width=spec.width, encoding="rgb8", step=spec.width * 3)
-            frame.data = rng.integers(0, 255, (spec.height, spec.width, 3), dtype=np.uint8).tobytes()
-            frame.header.frame_id = cam.camera
-            self._frames[cam.camera] = frame
+            rgb = rng.integers(0, 255, (spec.height, spec.width, 3), dtype=np.uint8)
+            if cam.compressed:
+                self._frames[cam.camera] = compressed_frame(rgb, "jpeg", cam.camera)
+            else:
+                frame = Image(height=spec.height, width=spec.width, encoding="rgb8", step=spec.width * 3)
+                frame.data = rgb.tobytes()
+                frame.header.frame_id = cam.camera
+                self._frames[cam.camera] = frame
         self._state_pubs = {
             src.topic: node.create_publisher(JointState, src.topic, 10) for src in config.ros.joint_states
         }
@@ -97,11 +110,28 @@ class FakeRobot:
                 node.create_subscription(
                     JointTrajectory, out.topic, lambda m, t=out.topic: self._on_traj(t, m), 10
                 )
+            elif isinstance(out, PoseOutput) and out.type in ("goal_pose", "path"):
+                store = self.received.poses if out.type == "goal_pose" else self.received.paths
+                store[out.topic] = []
+                node.create_subscription(
+                    PoseStamped if out.type == "goal_pose" else Path,
+                    out.topic,
+                    lambda m, s=store, t=out.topic: self._on_pose(s, t, m),
+                    10,
+                )
         node.create_subscription(ActionChunk, "/qvla/action_chunk", self._on_chunk, 10)
         node.create_subscription(PolicyStatus, "/qvla/status", self._on_status, 10)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._stream, daemon=True)
         self._thread.start()
+
+    def _start_position(self, channel: str) -> float:
+        """Hardware position of one controller joint at start-up: 0 clamped into its limits."""
+        raw = self.config.ros.gripper_raw_range.get(channel)
+        if raw is not None:
+            return float(np.clip(0.0, min(raw), max(raw)))
+        spec = next(c for c in self.config.embodiment.action if c.name == channel)
+        return float(np.clip(0.0, spec.lower, spec.upper))
 
     # ------------------------------------------------------------- recording
     def _on_traj(self, topic: str, msg: JointTrajectory) -> None:
@@ -118,6 +148,10 @@ class FakeRobot:
             if not ok:
                 self.rejections.append(f"{topic}: {self.controllers[topic].last_rejection}")
 
+    def _on_pose(self, store: dict[str, list[tuple[float, Any]]], topic: str, msg: Any) -> None:
+        with self._lock:
+            store[topic].append((time.time(), msg))
+
     def _on_chunk(self, msg: ActionChunk) -> None:
         with self._lock:
             self.received.chunks.append((time.time(), msg))
@@ -132,12 +166,17 @@ class FakeRobot:
                 {k: list(v) for k, v in self.received.trajectories.items()},
                 list(self.received.chunks),
                 list(self.received.statuses),
+                {k: list(v) for k, v in self.received.poses.items()},
+                {k: list(v) for k, v in self.received.paths.items()},
             )
 
     def clear(self) -> None:
         with self._lock:
             for v in self.received.trajectories.values():
                 v.clear()
+            for store in (self.received.poses, self.received.paths):
+                for items in store.values():
+                    items.clear()
             self.received.chunks.clear()
             self.received.statuses.clear()
 
@@ -146,9 +185,18 @@ class FakeRobot:
             return self.received.statuses[-1] if self.received.statuses else None
 
     # ------------------------------------------------------------- streaming
+    def publish_once(self, now: float) -> None:
+        """One complete observation, every input stamped ``now`` (for streaming=False)."""
+        self._publish_states(now)
+        self._publish_cameras(now)
+
     def _stream(self) -> None:
         next_cam = next_state = time.time()
         while not self._stop.is_set():
+            if not self.streaming:
+                time.sleep(0.005)
+                next_cam = next_state = time.time()
+                continue
             now = time.time()
             if now >= next_state:
                 self._publish_states(now)
@@ -190,3 +238,14 @@ class FakeRobot:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
+
+
+def compressed_frame(rgb: np.ndarray, fmt: str, frame_id: str = "") -> CompressedImage:
+    """An RGB image as image_transport's compressed plugin sends it (format "rgb8; jpeg compressed bgr8")."""
+    ok, data = cv2.imencode("." + ("jpg" if fmt == "jpeg" else fmt), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"cv2 cannot encode {fmt}")
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8")
+    msg.header.frame_id = frame_id
+    msg.data = data.tobytes()
+    return msg

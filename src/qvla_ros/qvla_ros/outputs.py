@@ -84,6 +84,8 @@ class RobotOutputs:
         self._chunk_pub.publish(
             conv.action_chunk_msg(chunk, self._embodiment.name, instruction, first_due, frame)
         )
+        if self._marker_pub.get_subscription_count() == 0:
+            return  # building hundreds of Point messages for nobody costs milliseconds per chunk
         if self._waypoint_cols is not None:
             path = waypoints(chunk.actions, self._waypoint_cols)
             self._marker_pub.publish(conv.path_markers(path, chunk.observation_stamp, frame))

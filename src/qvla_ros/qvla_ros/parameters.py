@@ -100,6 +100,14 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
         choices=("sensor_data", "reliable"),
         read_only=True,
     ),
+    Param(
+        "torch_threads",
+        0,
+        "CPU threads for the model; 0 = all cores but one, so callbacks and the watchdog keep a core.",
+        low=0,
+        high=1024,
+        read_only=True,
+    ),
     Param("command_lead_s", 0.0, "Extra delay before a chunk's first point is due [s].", low=0.0, high=1.0),
 )
 

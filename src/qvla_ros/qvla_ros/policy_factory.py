@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from qvla_core.errors import CheckpointError
@@ -10,6 +11,7 @@ from qvla_core.robot_io import RobotConfig
 
 
 def make_policy(params: dict[str, Any], config: RobotConfig) -> Policy:
+    _limit_cpu_threads(int(params["torch_threads"]))
     kind = params["policy"]
     if kind == "expert_transfer_cube":
         from qvla_core.sim.expert import TransferCubeExpert
@@ -30,3 +32,11 @@ def make_policy(params: dict[str, Any], config: RobotConfig) -> Policy:
         num_steps=params["num_steps"] or None,
         seed=None if params["seed"] < 0 else params["seed"],
     )
+
+
+def _limit_cpu_threads(requested: int) -> None:
+    """Leave the executor a core: model ops on all cores starve sensor callbacks and the watchdog."""
+    import torch
+
+    threads = requested or max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)

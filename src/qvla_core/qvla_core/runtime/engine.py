@@ -112,7 +112,7 @@ class PolicyEngine:
         dry_run: bool = False,
         max_instruction_length: int = 1000,
         command_lead_s: float = 0.0,
-        idle_poll_s: float = 0.002,
+        idle_poll_s: float = 0.05,
     ) -> None:
         self.config, self.policy, self.dry_run = config, policy, dry_run
         self.embodiment = emb = config.embodiment
@@ -153,13 +153,14 @@ class PolicyEngine:
         self._chunks = self._commands = 0
         self._last_latency = 0.0
         self._stage_latency: dict[str, float] = {}
-        self._expected_delay = 0.0
+        self._delay_mean = self._delay_dev = 0.0
         self._fault, self._fault_stamp = "", 0.0
         self._conditioned_on = ""
         self._rejections: dict[str, int] = {}
         self._rejection_times: deque[float] = deque(maxlen=256)
         self._last_log: dict[str, float] = {}
         self._shutdown = False
+        self._data_version = 0
         self._worker = threading.Thread(target=self._work, name="qvla-inference", daemon=True)
         self._worker.start()
 
@@ -176,6 +177,7 @@ class PolicyEngine:
                 if camera in self._history:
                     self._history[camera].push(image, stamp)
                 self._watchdog.feed(camera, stamp)
+                self._new_data()
         except QvlaError as exc:
             self._reject(camera, str(exc))
         except Exception as exc:
@@ -185,13 +187,20 @@ class PolicyEngine:
         now = self._clock()
         try:
             with self._lock:
+                self._sync.check(topic, stamp, now)  # a future stamp must not poison the merger
                 self._merger.update(topic, names, positions, stamp)
                 self._sync.add(topic, stamp, None, now)
                 self._watchdog.feed(topic, stamp)
+                self._new_data()
         except QvlaError as exc:
             self._reject(topic, str(exc))
         except Exception as exc:
             self._reject(topic, f"unusable message ({type(exc).__name__}: {exc})")
+
+    def _new_data(self) -> None:
+        """Wake the inference worker (caller holds the lock): no polling delay on a new observation."""
+        self._data_version += 1
+        self._lock.notify_all()
 
     def _reject(self, source: str, text: str) -> None:
         with self._lock:
@@ -298,8 +307,12 @@ class PolicyEngine:
                 if self._shutdown:
                     return
             try:
+                with self._lock:
+                    seen = self._data_version
                 if not self._step():
-                    time.sleep(self._idle_poll_s)
+                    with self._lock:
+                        if self._data_version == seen and not self._shutdown:
+                            self._lock.wait(self._idle_poll_s)
             except Exception as exc:
                 self._fault_now(f"inference failed: {type(exc).__name__}: {exc}", self._clock())
                 time.sleep(0.05)
@@ -322,7 +335,7 @@ class PolicyEngine:
             except ObservationError as exc:
                 self._log_throttled("warn", "state", str(exc))
                 return False
-            prefix, weight = self._scheduler.prefix(now, self._expected_delay, synced.stamp)
+            prefix, weight = self._scheduler.prefix(now, self._delay_budget(), synced.stamp)
             if prefix.shape[0] == 0 and self._hold_prefix:
                 prefix, weight = self._start_prefix(state, synced.stamp, now)
         images = {name: history.get(name, synced.payloads[name][None]) for name in self._cameras}
@@ -346,7 +359,7 @@ class PolicyEngine:
         """RTC with nothing committed yet: the robot stays where it is until the chunk arrives,
         so the first chunk is inpainted to start from the measured position (no jump)."""
         rows = min(
-            self._scheduler.first_future_row(stamp, now + self._expected_delay) + 1, self.embodiment.horizon
+            self._scheduler.first_future_row(stamp, now + self._delay_budget()) + 1, self.embodiment.horizon
         )
         hold = hold_action(self.embodiment, state).astype(np.float32)
         return np.repeat(hold[None, :], rows, axis=0), np.ones(rows, dtype=np.float32)
@@ -356,7 +369,7 @@ class PolicyEngine:
     ) -> None:
         now = self._clock()
         with self._lock:
-            self._expected_delay = wall if self._chunks == 0 else 0.8 * self._expected_delay + 0.2 * wall
+            self._update_delay(wall)
             if version != self._instruction_version or not self._active:
                 return  # paused, stopped, faulted or re-instructed while inferring: discard
             self._chunks += 1
@@ -388,19 +401,32 @@ class PolicyEngine:
             self._sink.publish_chunk(chunk, chunk.observation_stamp, instruction)
             self._fault_now(fault, now)
             return
+        # The robot's command goes out first; the chunk message and markers are for observers.
         if self._waypoint_cols is not None:
-            self._sink.publish_chunk(chunk, chunk.observation_stamp, instruction)
             if not self.dry_run:
                 self._sink.send_waypoints(waypoints(safe, self._waypoint_cols), chunk.observation_stamp)
                 self._count_command()
+            self._sink.publish_chunk(chunk, chunk.observation_stamp, instruction)
             return
         if traj is None:
             self._log_throttled("warn", "late-chunk", "chunk arrived after its horizon; nothing sent")
             return
-        self._sink.publish_chunk(chunk, traj.start_stamp, instruction)
         if not self.dry_run:
             self._sink.send_trajectory(traj.start_stamp, traj.positions, traj.dt)
             self._count_command()
+        self._sink.publish_chunk(chunk, traj.start_stamp, instruction)
+
+    def _update_delay(self, wall: float) -> None:
+        if self._chunks == 0:
+            self._delay_mean, self._delay_dev = wall, wall / 2
+        else:
+            self._delay_dev = 0.75 * self._delay_dev + 0.25 * abs(wall - self._delay_mean)
+            self._delay_mean = 0.875 * self._delay_mean + 0.125 * wall
+
+    def _delay_budget(self) -> float:
+        """How late the next chunk may arrive, budgeted like TCP's retransmission timeout (mean +
+        4 deviations): rows until then are inpainted exactly, so a late chunk still joins smoothly."""
+        return self._delay_mean + 4.0 * self._delay_dev
 
     def _count_command(self) -> None:
         with self._lock:
