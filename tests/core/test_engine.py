@@ -314,6 +314,19 @@ def test_bad_inputs_are_counted_and_never_used(rig: Any) -> None:
     assert any("non-finite" in text for _, text in sink.logs)
 
 
+def test_a_joint_state_from_the_future_does_not_lock_out_good_ones(rig: Any) -> None:
+    """A publisher on the wrong clock (wall time among sim time) is rejected without leaving a trace:
+    later, correctly stamped joint states are still accepted and the robot is commanded."""
+    engine, _policy, sink, clock = rig
+    engine.activate()
+    engine.set_instruction("go", reset=True)
+    engine.on_joint_state("/follower_left/joint_states", JOINTS, np.zeros(7), clock.t + 1e9)
+    assert engine.snapshot().rejections["/follower_left/joint_states"] == 1
+    feed(engine, clock)
+    wait(lambda: sink.trajectories)
+    assert engine.snapshot().rejections["/follower_left/joint_states"] == 1
+
+
 def test_rtc_first_chunk_is_inpainted_from_the_measured_position(rig: Any) -> None:
     engine, policy, sink, clock = rig
     engine.activate()

@@ -101,6 +101,20 @@ def test_velocity_is_limited_from_the_measured_state(filt: SafetyFilter) -> None
     assert out.velocity_clamped == ("left_waist", "left_gripper") and out.limit_clamped == ()
 
 
+def test_a_gripper_squeezing_an_object_keeps_its_grip(filt: SafetyFilter) -> None:
+    """Measured opening 0.35 (fingers on the cube), command 0.0 (closed): neither a jump to reject nor
+    a ramp from the measured opening (that would loosen the grip at every new chunk)."""
+    state = np.zeros(14)
+    state[13] = 0.35
+    cmd = np.zeros((10, 14))
+    out = filt.check(cmd, state, DT)
+    np.testing.assert_array_equal(out.positions[:, 13], 0.0)
+    assert out.clamped == ()
+    cmd[:, 2] = 0.5  # an arm joint is still held to the measured state
+    with pytest.raises(SafetyError, match="left_elbow"):
+        filt.check(cmd, state, DT)
+
+
 def test_first_step_budget_covers_the_gap_to_the_first_point(filt: SafetyFilter) -> None:
     # The robot moves at 1 rad/s; the new trajectory starts 0.1 s after the state was measured.
     state = np.zeros(14)
@@ -142,7 +156,8 @@ def test_random_commands_always_come_out_safe(aloha: Embodiment, filt: SafetyFil
         assert out.shape == (n, 14) and np.isfinite(out).all()
         assert (out >= lower).all() and (out <= upper).all()
         steps = np.abs(np.diff(np.vstack([state, out]), axis=0))
-        assert (steps[0] <= vmax * first + 1e-9).all() and (steps[1:] <= vmax * dt + 1e-9).all()
+        arm = np.array([c.kind != "gripper" for c in aloha.action])  # grippers: see the squeeze test
+        assert (steps[0, arm] <= vmax[arm] * first + 1e-9).all() and (steps[1:] <= vmax * dt + 1e-9).all()
 
 
 def test_mixed_channel_kinds() -> None:

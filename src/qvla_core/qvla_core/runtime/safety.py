@@ -4,7 +4,9 @@
 
 1. reject (SafetyError) any NaN/inf, and a measured state of the wrong size or non-finite;
 2. continuity: the first point may not jump more than ``continuity_tolerance`` from the
-   measured state, for action channels that are also state channels (same name);
+   measured state, for action channels that are also state channels (same name; grippers
+   excepted, see ``__init__``), on top of
+   the ``max_velocity * first_step_s`` the robot may legitimately travel before it is due;
 3. velocity: ``|a_k - a_{k-1}| <= max_velocity * dt``, starting from the measured state where
    the channel has one (the first step may take ``max_velocity * first_step_s`` when the
    first point is due later than one dt after the state was measured). Delta channels
@@ -66,14 +68,19 @@ class SafetyFilter:
         )
         self.is_delta = np.array([c.kind in _DELTA_KINDS for c in acts])
         limited = np.isfinite(self.max_velocity)
+        self._rate_limited = ~self.is_delta & limited
         self._delta_cols = np.flatnonzero(self.is_delta & limited)
         self._rate_cols = np.flatnonzero(~self.is_delta & limited)
         state_index = {name: i for i, name in enumerate(embodiment.state_names)}
-        # action column -> state column for same-named channels (absolute ones only).
+        # action column -> state column for same-named channels (absolute ones only). Grippers are
+        # not compared with their measured opening: a position-controlled gripper that squeezes an
+        # object holds a command well inside the measured opening on purpose (that is the grip
+        # force), and pulling each new chunk's command back to the measured opening would loosen
+        # the grip at every chunk. They stay bounded by their range and their per-step velocity.
         pairs = [
             (a, state_index[c.name])
             for a, c in enumerate(acts)
-            if c.name in state_index and c.kind not in _DELTA_KINDS
+            if c.name in state_index and c.kind not in _DELTA_KINDS and c.kind != ChannelKind.gripper
         ]
         self.paired_action = np.array([a for a, _ in pairs], dtype=np.intp)
         self.paired_state = np.array([s for _, s in pairs], dtype=np.intp)
@@ -107,21 +114,25 @@ class SafetyFilter:
                 f"command has {int(bad.sum())} non-finite values (first: {self.names[col]} at point {row}: "
                 f"{cmd[row, col]})"
             )
-        start = self._start_point(measured_state)
-        has_start = ~np.isnan(start)
-        if has_start.any():
-            jump = np.abs(cmd[0] - start)
-            too_far = np.flatnonzero(has_start & (jump > self.settings.continuity_tolerance))
-            if too_far.size:
-                worst = int(too_far[np.argmax(jump[too_far])])
-                raise SafetyError(
-                    f"first command jumps {jump[worst]:.4f} from the measured {self.names[worst]} "
-                    f"(tolerance {self.settings.continuity_tolerance}); "
-                    f"channels over: {[self.names[i] for i in too_far]}"
-                )
         if first_step_s is not None and not (math.isfinite(first_step_s) and first_step_s >= 0):
             raise SafetyError(f"first_step_s must be a finite number >= 0, got {first_step_s}")
         first = dt if first_step_s is None else max(first_step_s, dt)
+        start = self._start_point(measured_state)
+        has_start = ~np.isnan(start)
+        if has_start.any():
+            # The robot keeps moving (along the plan it executes) until the first point is due:
+            # up to max_velocity * first of that is motion, not a jump (step 3 bounds it anyway).
+            moved = np.where(self._rate_limited, self.max_velocity * first, 0.0)
+            jump = np.abs(cmd[0] - start)
+            too_far = np.flatnonzero(has_start & (jump - moved > self.settings.continuity_tolerance))
+            if too_far.size:
+                worst = int(too_far[np.argmax(jump[too_far] - moved[too_far])])
+                raise SafetyError(
+                    f"first command jumps {jump[worst]:.4f} from the measured {self.names[worst]} "
+                    f"(tolerance {self.settings.continuity_tolerance}) beyond the {moved[worst]:.4f} "
+                    f"its max_velocity allows in {first:.3f} s; "
+                    f"channels over: {[self.names[i] for i in too_far]}"
+                )
         velocity = self._limit_velocity(cmd, start, dt, first)
         limit = np.any((cmd < self.lower) | (cmd > self.upper), axis=0)
         np.clip(cmd, self.lower, self.upper, out=cmd)

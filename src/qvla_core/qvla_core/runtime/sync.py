@@ -72,6 +72,17 @@ class ApproximateTimeSync(Generic[P]):
         ``future_tolerance_s`` ahead of ``now`` (clock skew or a bad driver), or a stamp
         older than the newest one queued on this input (out of order).
         """
+        self.check(name, stamp, now)
+        stamps = self._stamps[name]
+        if stamps and stamp == stamps[-1]:
+            self._payloads[name][-1] = payload
+            return
+        stamps.append(stamp)
+        self._payloads[name].append(payload)
+
+    def check(self, name: str, stamp: float, now: float) -> None:
+        """What :meth:`add` would reject, without queueing: callers that keep their own state from
+        the same message (the joint-state merger) check first, so a bad stamp changes nothing."""
         stamps = self._stamps.get(name)
         if stamps is None:
             raise ObservationError(f"sync: unknown input {name} (inputs: {list(self.inputs)})")
@@ -89,11 +100,6 @@ class ApproximateTimeSync(Generic[P]):
                     f"sync: {name}: stamp {stamp:.6f} is older than the newest queued "
                     f"{newest:.6f} (out of order)"
                 )
-            if stamp == newest:
-                self._payloads[name][-1] = payload
-                return
-        stamps.append(stamp)
-        self._payloads[name].append(payload)
 
     def latest(self, now: float) -> SyncedSet[P] | None:
         """The freshest complete set, or None if no set fits within slop and max age.
