@@ -26,6 +26,7 @@ setup(
         "console_scripts": [
             "policy_node = qvla_ros.policy_node:main",
             "sim_node = qvla_ros.sim_node:main",
+            "demo = qvla_ros.demo:main",
         ],
     },
 )

@@ -104,6 +104,63 @@ def policy_node_spec(values: dict[str, str], config_dir: Path, default_robot: st
     )
 
 
+SIM_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument("task", "transfer_cube", "MuJoCo ALOHA scene: transfer_cube or insertion."),
+    LaunchArgument("seed", "0", "Seed of the first episode (object pose); each reset takes the next."),
+    LaunchArgument("image_width", "640", "Width of the rendered camera images [px]."),
+    LaunchArgument("image_height", "480", "Height of the rendered camera images [px]."),
+    LaunchArgument("camera_rate_hz", "25.0", "Camera rate in sim time [Hz]."),
+    LaunchArgument("real_time_factor", "1.0", "Sim seconds per wall second (0 = as fast as possible)."),
+)
+
+
+def sim_node_spec(values: dict[str, str], config_dir: Path) -> NodeSpec:
+    """The MuJoCo ALOHA sim node, wired by the same robot YAML as the policy node."""
+    args = {a.name: a.default for a in (*LAUNCH_ARGUMENTS, *SIM_ARGUMENTS)} | values
+    robot = resolve_robot_config(args["robot_config"] or "aloha", config_dir)
+    params: dict[str, Any] = {
+        "robot_config": str(robot),
+        "task": args["task"],
+        "seed": int(args["seed"]),
+        "image_width": int(args["image_width"]),
+        "image_height": int(args["image_height"]),
+        "camera_rate_hz": float(args["camera_rate_hz"]),
+        "real_time_factor": float(args["real_time_factor"]),
+    }
+    return NodeSpec(
+        package="qvla_ros",
+        executable="sim_node",
+        name="qvla_sim",
+        parameters=params,
+        log_level=args["log_level"],
+    )
+
+
+def sim_demo_specs(values: dict[str, str], config_dir: Path) -> list[NodeSpec]:
+    """Sim + policy node on the sim's clock (what ``aloha_sim.launch.py`` and the demo start)."""
+    values = values | {"use_sim_time": "true"}
+    return [sim_node_spec(values, config_dir), policy_node_spec(values, config_dir, default_robot="aloha")]
+
+
+def write_robot_variant(
+    source: Path, dest: Path, chunking_mode: str = "", camera_size: tuple[int, int] | None = None
+) -> Path:
+    """A copy of a robot YAML with another chunk-splicing mode and/or every camera at ``(width,
+    height)``, validated before it is used (a bad mode fails here, naming the key)."""
+    import yaml
+
+    data = yaml.safe_load(Path(source).read_text())
+    if chunking_mode:
+        data.setdefault("ros", {}).setdefault("chunking", {})["mode"] = chunking_mode
+    if camera_size is not None:
+        for cam in data["embodiment"]["cameras"]:
+            cam["width"], cam["height"] = camera_size
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(data, sort_keys=False))
+    load_robot_config(dest)
+    return dest
+
+
 def to_launch_actions(specs: list[NodeSpec]) -> list[Any]:
     """launch_ros Node actions for the specs (imports launch_ros: only on a ROS 2 distribution)."""
     from launch_ros.actions import Node

@@ -102,6 +102,25 @@ def action_chunk_msg(
     return msg
 
 
+def action_chunk_arrays(msg: ActionChunkMsg) -> tuple[float, float, list[str], np.ndarray, float]:
+    """An ActionChunk message as (observation stamp, first-due stamp [s], channel names, (H, C) actions,
+    inference latency [s]); raises ValueError when ``shape`` does not match the data."""
+    rows, cols = (int(x) for x in msg.shape) if len(msg.shape) == 2 else (-1, -1)
+    actions = np.asarray(msg.actions, dtype=np.float32)
+    if rows * cols != actions.size or cols != len(msg.channel_names):
+        raise ValueError(
+            f"action chunk shape {list(msg.shape)} does not fit {actions.size} values "
+            f"and {len(msg.channel_names)} channels"
+        )
+    return (
+        to_sec(msg.observation_stamp),
+        to_sec(msg.header.stamp),
+        list(msg.channel_names),
+        actions.reshape(rows, cols),
+        float(msg.inference_latency),
+    )
+
+
 def yaw_quaternion(yaw: float) -> Quaternion:
     # A rotation about z only: half-angle formula (what tf_transformations.quaternion_from_euler gives).
     return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
