@@ -42,7 +42,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 MODES = ("replace", "temporal_ensemble", "rtc")
 
 
-def direct(seeds: list[int], replan_every: int, seconds: float, size: tuple[int, int]) -> list[bool]:
+def direct(
+    seeds: list[int], replan_every: int, seconds: float, size: tuple[int, int]
+) -> list[tuple[bool, bool]]:
+    """(success, held) per seed."""
     from closed_loop_direct import run_episode as direct_episode
 
     from qvla_core.embodiment import load_embodiment
@@ -52,20 +55,20 @@ def direct(seeds: list[int], replan_every: int, seconds: float, size: tuple[int,
     sim = AlohaSim(cameras={"cam_high": "top"}, width=size[0], height=size[1])
     expert = TransferCubeExpert(load_embodiment(ROOT / "config/robots/aloha.yaml"))
     steps = round(seconds / 0.02)
-    out = [
-        direct_episode(
-            sim, expert, seed=s, replan_every=replan_every, max_steps=steps, cameras=["cam_high"]
-        ).success
+    episodes = [
+        direct_episode(sim, expert, seed=s, replan_every=replan_every, max_steps=steps, cameras=["cam_high"])
         for s in seeds
     ]
+    out = [(e.success, e.held) for e in episodes]
     sim.close()
     return out
 
 
 def through_ros(
     mode: str, first_seed: int, n: int, seconds: float, size: tuple[int, int], rtf: float, work: Path
-) -> tuple[list[EpisodeResult], list[float], float]:
-    """Episodes with seeds first_seed .. first_seed + n - 1; returns results, delays [s], sim speed."""
+) -> tuple[list[EpisodeResult], tuple[np.ndarray, np.ndarray], float]:
+    """Episodes with seeds first_seed .. first_seed + n - 1; returns results, (sim, wall) delays [s]
+    from observation stamp to the trajectory at the controller, and the sim speed."""
     robot = write_robot_variant(
         ROOT / "config/robots/aloha.yaml", work / f"aloha_{mode}.yaml", mode, camera_size=size
     )
@@ -104,7 +107,7 @@ def through_ros(
                 f"  {mode}: seed {r.seed}: {'success' if r.success else 'FAIL'} (max reward {r.max_reward})"
             )
         speed = (monitor.now() - sim0) / (time.monotonic() - wall0)
-        delays = _delays(monitor)
+        delays = monitor.command_delays()
     finally:
         executor.shutdown(timeout_sec=1.0)
         monitor.destroy_node()
@@ -112,17 +115,6 @@ def through_ros(
         for p in procs:
             p.close()
     return results, delays, speed
-
-
-def _delays(monitor: SimMonitor) -> list[float]:
-    """Observation stamp -> arrival of its trajectory at the controller (sim s), matched by start stamp."""
-    with monitor.lock:
-        by_start = {round(c.first_due, 6): c.observation_stamp for c in monitor.chunks}
-        return [
-            c.received_sim - by_start[round(c.start, 6)]
-            for c in monitor.commands
-            if round(c.start, 6) in by_start and c.start > 0
-        ]
 
 
 def main() -> None:
@@ -143,8 +135,10 @@ def main() -> None:
     t0 = time.monotonic()
     base = direct(seeds, args.direct_replan, args.seconds, size)  # type: ignore[arg-type]
     direct_label = f"direct (no ROS, replan every {args.direct_replan} steps)"
-    rows = [f"| {direct_label} | {sum(base)}/{len(base)} | - | - | - | - | - |"]
-    failures = {"direct": [s for s, ok in zip(seeds, base, strict=True) if not ok]}
+    base_ok = sum(ok for ok, _ in base)
+    base_held = sum(held for _, held in base)
+    rows = [f"| {direct_label} | {base_ok}/{len(base)} | {base_held}/{len(base)} | - | - | - | - | - |"]
+    failures = {"direct": [s for s, (ok, _) in zip(seeds, base, strict=True) if not ok]}
     for mode in args.modes:
         results, delays, speed = through_ros(
             mode,
@@ -158,20 +152,24 @@ def main() -> None:
         ok = sum(r.success for r in results)
         held = sum(r.held for r in results)
         tts = [r.time_to_success for r in results if r.time_to_success is not None]
-        ratio = ok / max(1, sum(base))
+        ratio = ok / max(1, base_ok)
         infer = statistics.median(r.median_inference_ms for r in results)
-        d = np.array(delays) * 1e3 if delays else np.array([np.nan])
+        d_sim, d_wall = (
+            x[np.isfinite(x)] * 1e3 if np.isfinite(x).any() else np.array([np.nan]) for x in delays
+        )
         rows.append(
             f"| ROS 2 stack, {mode} | {ok}/{len(results)} ({ratio:.0%} of direct) | {held}/{len(results)} "
             f"| {statistics.median(tts) if tts else float('nan'):.2f} "
-            f"| {np.median(d):.0f} / {np.percentile(d, 90):.0f} "
+            f"| {np.median(d_sim):.0f} / {np.percentile(d_sim, 90):.0f} "
+            f"| {np.median(d_wall):.0f} / {np.percentile(d_wall, 90):.0f} "
             f"| {infer:.1f} | {speed:.2f}x |"
         )
         failures[mode] = [r.seed for r in results if not r.success]
     header = (
         "| run | success | held at end | median time to success [sim s] "
-        "| obs -> command at controller, median / p90 [sim ms] | median inference [ms] | sim speed |\n"
-        "|---|---|---|---|---|---|---|"
+        "| obs -> command at controller, median / p90 [sim ms] | the same [wall ms] "
+        "| median inference [wall ms] | sim speed |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     table = header + "\n" + "\n".join(rows)
     load = os.getloadavg()[0]

@@ -7,12 +7,15 @@ message field names.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from nav_msgs.msg import Path
+from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import ColorRGBA, Header
@@ -46,10 +49,14 @@ def to_duration(seconds: float) -> Duration:
     return Duration(sec=int(sec), nanosec=min(round((seconds - sec) * 1e9), 999_999_999))
 
 
-def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+def image_to_rgb(msg: Image | CompressedImage | WireImage | WireCompressedImage) -> np.ndarray:
     """Decode a camera message to (H, W, 3) uint8 RGB; raises ObservationError on bad data."""
-    if isinstance(msg, CompressedImage):
+    if isinstance(msg, (CompressedImage, WireCompressedImage)):
         return decode_compressed(msg.format, bytes(msg.data))
+    if isinstance(msg, WireImage):
+        return decode_raw(
+            msg.encoding, msg.height, msg.width, msg.step, msg.data, is_bigendian=bool(msg.is_bigendian)
+        )
     if _BRIDGE is not None and msg.encoding in ("rgb8", "bgr8", "mono8", "rgba8", "bgra8"):
         # Let the numpy path validate sizes first: cv_bridge's errors are less clear.
         decode_raw(
@@ -59,6 +66,121 @@ def image_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
     return decode_raw(
         msg.encoding, msg.height, msg.width, msg.step, msg.data, is_bigendian=bool(msg.is_bigendian)
     )
+
+
+# ---------------------------------------------------------------- camera messages straight from the wire
+# rclpy's deserialisation copies an image's pixels into an array.array one element at a time: 1.5 ms
+# for a 640x480 rgb8 frame, four of them per observation on the executor thread, in the path of
+# every chunk. A raw subscription hands us the CDR bytes instead; the two camera layouts are short
+# and fixed (OMG CDR, little- or big-endian), so we read the fields and leave the pixels where they
+# are (a memoryview: no copy). rosbags has a general CDR reader, but it is a bag-file toolkit with
+# four more dependencies and costs 0.28 ms per frame; this reader is tested against rclpy's own
+# serializer. Anything it cannot read goes through rclpy's deserialisation as before.
+
+
+@dataclass(frozen=True)
+class WireImage:
+    """A sensor_msgs/Image read from its serialized bytes; ``data`` is a view into them."""
+
+    stamp: float
+    frame_id: str
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: memoryview
+
+
+@dataclass(frozen=True)
+class WireCompressedImage:
+    stamp: float
+    frame_id: str
+    format: str
+    data: memoryview
+
+
+class _CdrReader:
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) < 4 or raw[0] != 0 or raw[1] not in (0, 1):
+            raise ValueError("not a plain CDR message (unknown encapsulation)")
+        self.buf = memoryview(raw)
+        self.order = "<" if raw[1] == 1 else ">"
+        self.pos = 4  # alignment counts from after the encapsulation header
+
+    def _align(self, n: int) -> None:
+        self.pos += (-(self.pos - 4)) % n
+
+    def uint32(self) -> int:
+        self._align(4)
+        if self.pos + 4 > len(self.buf):
+            raise ValueError("truncated CDR message")
+        (value,) = struct.unpack_from(self.order + "I", self.buf, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def int32(self) -> int:
+        value = self.uint32()
+        return value - (1 << 32) if value >= 1 << 31 else value
+
+    def uint8(self) -> int:
+        if self.pos >= len(self.buf):
+            raise ValueError("truncated CDR message")
+        self.pos += 1
+        return int(self.buf[self.pos - 1])
+
+    def octets(self) -> memoryview:
+        n = self.uint32()
+        if self.pos + n > len(self.buf):
+            raise ValueError(f"truncated CDR message: {n} bytes announced, {len(self.buf) - self.pos} left")
+        view = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def string(self) -> str:
+        raw = self.octets()
+        return bytes(raw[:-1] if raw and raw[-1] == 0 else raw).decode("utf-8", errors="replace")
+
+    def stamp(self) -> float:
+        sec = self.int32()
+        return sec + self.uint32() * 1e-9
+
+
+def image_from_cdr(raw: bytes) -> WireImage:
+    """A serialized sensor_msgs/Image; raises ValueError if the bytes are not one."""
+    r = _CdrReader(raw)
+    stamp, frame_id = r.stamp(), r.string()
+    height, width = r.uint32(), r.uint32()
+    encoding = r.string()
+    is_bigendian = r.uint8()
+    step = r.uint32()
+    return WireImage(stamp, frame_id, height, width, encoding, is_bigendian, step, r.octets())
+
+
+def compressed_image_from_cdr(raw: bytes) -> WireCompressedImage:
+    """A serialized sensor_msgs/CompressedImage; raises ValueError if the bytes are not one."""
+    r = _CdrReader(raw)
+    stamp, frame_id = r.stamp(), r.string()
+    fmt = r.string()
+    return WireCompressedImage(stamp, frame_id, fmt, r.octets())
+
+
+def camera_message_from_cdr(
+    raw: bytes, compressed: bool
+) -> tuple[float, WireImage | WireCompressedImage | Image | CompressedImage]:
+    """(header stamp [s], message) of a serialized camera message from a raw subscription: the
+    zero-copy reader first, rclpy's deserialisation when it cannot read the bytes. Raises ValueError
+    when neither can."""
+    try:
+        wire = compressed_image_from_cdr(raw) if compressed else image_from_cdr(raw)
+        return wire.stamp, wire
+    except ValueError:
+        pass
+    try:
+        msg = deserialize_message(raw, CompressedImage if compressed else Image)
+    except Exception as exc:
+        raise ValueError(f"cannot deserialize the camera message ({type(exc).__name__}: {exc})") from exc
+    return to_sec(msg.header.stamp), msg
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: float, frame_id: str) -> Image:

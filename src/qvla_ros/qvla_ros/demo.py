@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--image-size",
         default="640x480",
-        help="rendered camera size WxH (the YAML says what the policy expects)",
+        help="camera image size WxH, rendered by the sim and expected by the policy",
     )
     p.add_argument("--real-time-factor", type=float, default=1.0)
     p.add_argument(
@@ -56,6 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instruction", default=INSTRUCTION)
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     return p.parse_args(argv)
+
+
+def image_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--image-size must look like 640x480, got {text!r}") from None
+    return width, height
 
 
 def config_dir() -> Path:
@@ -81,7 +89,7 @@ def ensure_checkpoint(path: Path | None, out: Path, robot_yaml: Path) -> Path:
 
 
 def launch_values(args: argparse.Namespace, robot_yaml: Path, checkpoint: Path | None) -> dict[str, str]:
-    width, height = (int(x) for x in args.image_size.lower().split("x"))
+    width, height = image_size(args.image_size)
     return {
         "robot_config": str(robot_yaml),
         "policy": args.policy,
@@ -144,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     robot_yaml = resolve_robot_config(args.robot_config, config_dir())
     config = load_robot_config(robot_yaml)
-    if args.chunking:
-        robot_yaml = write_robot_variant(
-            robot_yaml, args.out / f"{robot_yaml.stem}_{args.chunking}.yaml", args.chunking
-        )
+    size = image_size(args.image_size)
+    if args.chunking or any((c.width, c.height) != size for c in config.embodiment.cameras):
+        # The policy checks every frame against the YAML's camera size: keep them in step.
+        robot_yaml = write_robot_variant(robot_yaml, args.out / "robot.yaml", args.chunking, camera_size=size)
     checkpoint = (
         ensure_checkpoint(args.checkpoint, args.out, robot_yaml) if args.policy == "qwen_vla" else None
     )
@@ -182,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs:
             print(f"--- {proc.log_path} (tail)\n{proc.log()[-2000:]}", file=sys.stderr)
         code = 1
+    except KeyboardInterrupt:
+        print("demo: interrupted; stopping the nodes and writing what was recorded", flush=True)
+        code = 130
     finally:
         executor.shutdown(timeout_sec=1.0)
         with monitor.lock:

@@ -90,7 +90,12 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
         "Configure and activate on start-up instead of waiting for lifecycle calls.",
         read_only=True,
     ),
-    Param("dry_run", False, "Compute and publish /qvla/action_chunk but never command the robot."),
+    Param(
+        "dry_run",
+        False,
+        "Compute and publish /qvla/action_chunk but never command the robot (fixed at start-up).",
+        read_only=True,
+    ),
     Param("max_instruction_length", 1000, "Longest accepted instruction [characters].", low=1, high=100000),
     Param("status_rate_hz", 5.0, "Rate of /qvla/status and /diagnostics [Hz].", low=0.2, high=100.0),
     Param(
@@ -111,16 +116,21 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param("command_lead_s", 0.0, "Extra delay before a chunk's first point is due [s].", low=0.0, high=1.0),
 )
 
-BY_NAME = {p.name: p for p in POLICY_NODE_PARAMS}
 
-
-def validate_update(params: list[Parameter]) -> SetParametersResult:
-    """on_set_parameters callback body: reject a bad update with the reason."""
+def check_update(params: list[Parameter], table: tuple[Param, ...]) -> SetParametersResult:
+    """on_set_parameters callback body for a node whose parameters are ``table``: reject a bad
+    update with the reason."""
+    by_name = {spec.name: spec for spec in table}
     for p in params:
-        spec = BY_NAME.get(p.name)
+        spec = by_name.get(p.name)
         if spec is None:
             continue  # use_sim_time and other built-ins
         reason = spec.check(p.value)
         if reason is not None:
             return SetParametersResult(successful=False, reason=reason)
     return SetParametersResult(successful=True)
+
+
+def validate_update(params: list[Parameter]) -> SetParametersResult:
+    """The policy node's on_set_parameters callback."""
+    return check_update(params, POLICY_NODE_PARAMS)

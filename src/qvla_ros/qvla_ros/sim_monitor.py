@@ -54,6 +54,7 @@ class CommandRecord:
     """A JointTrajectory as the controller received it."""
 
     received_sim: float
+    received_wall: float  # time.monotonic()
     topic: str
     start: float  # header.stamp [s]; 0 = on arrival
     joint_names: list[str]
@@ -109,6 +110,7 @@ class SimMonitor(Node):
         self.lock = threading.Lock()
         self.rates = _Rates()
         self.sim_time = 0.0
+        self.clock_walls: deque[tuple[float, float]] = deque(maxlen=100000)  # (sim, monotonic) per /clock
         self.reward = 0
         self.rewards: deque[tuple[float, int]] = deque(maxlen=20000)  # (sim time, reward)
         self.chunks: list[ChunkRecord] = []
@@ -146,6 +148,7 @@ class SimMonitor(Node):
     def _on_clock(self, msg: Clock) -> None:
         with self.lock:
             self.sim_time = conv.to_sec(msg.clock)
+            self.clock_walls.append((self.sim_time, time.monotonic()))
 
     def _on_reward(self, msg: Int32) -> None:
         with self.lock:
@@ -199,7 +202,9 @@ class SimMonitor(Node):
         except ValueError:
             return  # the sim logs and rejects it; nothing to record
         with self.lock:
-            self.commands.append(CommandRecord(self.sim_time, topic, start, names, tfs, positions))
+            self.commands.append(
+                CommandRecord(self.sim_time, time.monotonic(), topic, start, names, tfs, positions)
+            )
 
     def _on_frame(self, msg: Image) -> None:
         self.rates.tick("camera")
@@ -210,6 +215,31 @@ class SimMonitor(Node):
     def now(self) -> float:
         with self.lock:
             return self.sim_time
+
+    def wall_at(self, sim_times: np.ndarray) -> np.ndarray:
+        """When (time.monotonic()) this process saw /clock reach each sim time (interpolated)."""
+        with self.lock:
+            table = np.array(self.clock_walls) if self.clock_walls else np.zeros((0, 2))
+        if table.shape[0] < 2:
+            return np.full(np.shape(sim_times), np.nan)
+        return np.interp(sim_times, table[:, 0], table[:, 1], left=np.nan, right=np.nan)
+
+    def command_delays(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each trajectory matched to its ActionChunk (by start stamp): observation stamp ->
+        arrival at the controller, in sim seconds and in wall seconds (the observation's wall time is
+        when /clock reached its stamp here, which lags the sim by one DDS hop, so this is a slight
+        underestimate)."""
+        with self.lock:
+            by_start = {round(c.first_due, 6): c.observation_stamp for c in self.chunks}
+            pairs = [
+                (by_start[round(c.start, 6)], c.received_sim, c.received_wall)
+                for c in self.commands
+                if c.start > 0 and round(c.start, 6) in by_start
+            ]
+        if not pairs:
+            return np.zeros(0), np.zeros(0)
+        obs, got_sim, got_wall = (np.array(x) for x in zip(*pairs, strict=True))
+        return got_sim - obs, got_wall - self.wall_at(obs)
 
     def chunks_since(self, sim_time: float) -> list[ChunkRecord]:
         with self.lock:

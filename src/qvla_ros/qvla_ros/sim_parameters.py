@@ -10,7 +10,7 @@ from typing import Any
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
 
-from qvla_ros.parameters import Param
+from qvla_ros.parameters import Param, check_update
 
 SIM_NODE_PARAMS: tuple[Param, ...] = (
     Param(
@@ -72,16 +72,7 @@ SIM_NODE_PARAMS: tuple[Param, ...] = (
     ),
 )
 
-BY_NAME = {p.name: p for p in SIM_NODE_PARAMS}
-
 
 def validate_update(params: list[Parameter[Any]]) -> SetParametersResult:
-    """on_set_parameters callback body: reject a bad update with the reason."""
-    for p in params:
-        spec = BY_NAME.get(p.name)
-        if spec is None:
-            continue  # use_sim_time and other built-ins
-        reason = spec.check(p.value)
-        if reason is not None:
-            return SetParametersResult(successful=False, reason=reason)
-    return SetParametersResult(successful=True)
+    """The sim node's on_set_parameters callback body."""
+    return check_update(params, SIM_NODE_PARAMS)
