@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,11 @@ class FakeRobot:
         self.image_override: dict[str, Any] = {}  # camera -> a bad Image/CompressedImage template
         self.state_override: dict[str, tuple[list[str], list[float]]] = {}  # topic -> (names, positions)
         self.stamp_offset: dict[str, float] = {}  # input -> seconds added to its stamps
+        # What was sent, newest last: camera -> stamps [s]; joint-state topic -> (stamp, positions).
+        self.sent_images: dict[str, deque[float]] = {c.camera: deque(maxlen=1000) for c in config.ros.cameras}
+        self.sent_states: dict[str, deque[tuple[float, list[float]]]] = {
+            src.topic: deque(maxlen=1000) for src in config.ros.joint_states
+        }
         # Each controller tracks what it receives perfectly (JTC rules); joint states report it.
         # It starts at zero, moved into the joint limits (a real arm is never outside them).
         self.controllers: dict[str, TrajectoryExecutor] = {}
@@ -214,6 +220,7 @@ class FakeRobot:
             msg = JointState(name=list(names), position=[float(p) for p in positions])
             msg.header.stamp = stamp_of(now + self.stamp_offset.get(topic, 0.0))
             pub.publish(msg)
+            self.sent_states[topic].append((to_sec(msg.header.stamp), list(msg.position)))
 
     def measured(self, topic: str, now: float) -> list[float]:
         """Joint positions of one JointState source: the controllers' current commands."""
@@ -234,6 +241,7 @@ class FakeRobot:
             msg = self.image_override.get(cam, self._frames[cam])
             msg.header.stamp = stamp_of(now + self.stamp_offset.get(cam, 0.0))
             pub.publish(msg)
+            self.sent_images[cam].append(to_sec(msg.header.stamp))
 
     def close(self) -> None:
         self._stop.set()

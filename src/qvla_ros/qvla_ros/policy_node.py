@@ -81,6 +81,11 @@ class PolicyNode(LifecycleNode):
         except (QvlaError, OSError, ValueError, RuntimeError) as exc:
             self._fault_at_configure(str(exc))
             return TransitionCallbackReturn.FAILURE
+        except Exception as exc:
+            # Any other library error (e.g. safetensors' SafetensorError): rclpy would swallow it and
+            # return to unconfigured without a word; report it like the others and stay up.
+            self._fault_at_configure(f"{type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self._engine, self._outputs = engine, outputs
         self._create_entities(p)
         self._lifecycle_label = "inactive"
@@ -296,20 +301,29 @@ class _Sink(EngineSink):
     def __init__(self, node: PolicyNode, outputs: RobotOutputs) -> None:
         self._node, self._outputs = node, outputs
 
+    def _send(self, send: Any, *args: Any) -> None:
+        # On Ctrl-C rclpy shuts the context down before main() stops the inference worker; a chunk
+        # finishing in between cannot be published any more. That is shutdown, not an inference fault.
+        try:
+            send(*args)
+        except Exception:
+            if self._node.context.ok():
+                raise
+
     def send_trajectory(self, start: float, positions: np.ndarray, dt: float) -> None:
-        self._outputs.send_trajectory(start, positions, dt)
+        self._send(self._outputs.send_trajectory, start, positions, dt)
 
     def send_hold(self, positions: np.ndarray) -> None:
-        self._outputs.send_hold(positions)
+        self._send(self._outputs.send_hold, positions)
 
     def send_waypoints(self, waypoints: np.ndarray, stamp: float) -> None:
-        self._outputs.send_waypoints(waypoints, stamp)
+        self._send(self._outputs.send_waypoints, waypoints, stamp)
 
     def cancel_navigation(self) -> None:
-        self._outputs.cancel_navigation()
+        self._send(self._outputs.cancel_navigation)
 
     def publish_chunk(self, chunk: Any, first_due: float, instruction: str) -> None:
-        self._outputs.publish_chunk(chunk, first_due, instruction)
+        self._send(self._outputs.publish_chunk, chunk, first_due, instruction)
 
     def log(self, level: str, text: str) -> None:
         # rclpy ties a severity to each call site, so each level needs its own call.

@@ -343,8 +343,10 @@ class Backbone(nn.Module):
                     # straight onto the accelerator, without a full copy in host memory
                     **({} if on_cpu else {"device_map": str(device)}),
                 )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: cannot load the {model_type} backbone: {exc}") from exc
+        except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError, ...
+            raise CheckpointError(
+                f"{path}: cannot load the {model_type} backbone: {type(exc).__name__}: {exc}"
+            ) from exc
         model.to(device)
         model.eval()
         return cls(model, model_type, cond_layer)

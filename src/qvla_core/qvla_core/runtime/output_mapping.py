@@ -88,7 +88,9 @@ def waypoints(actions: npt.NDArray[np.floating], columns: npt.NDArray[np.intp]) 
 
 
 def hold_action(emb: Embodiment, state: npt.NDArray[np.floating]) -> FloatArray:
-    """The action that keeps the robot where it is: measured values for absolute channels."""
+    """The action that keeps the robot where it is: measured values for absolute channels,
+    clamped into their limits (grippers also 0..1) like every other command: a joint read a
+    little past its limit (or rounded past it in float32) is held at the limit, not beyond."""
     state_index = {name: i for i, name in enumerate(emb.state_names)}
     hold = np.zeros(len(emb.action))
     for j, ch in enumerate(emb.action):
@@ -100,5 +102,8 @@ def hold_action(emb: Embodiment, state: npt.NDArray[np.floating]) -> FloatArray:
         ):
             if ch.name not in state_index:
                 raise ConfigError(f"cannot hold {ch.name}: it is not a state channel")
-            hold[j] = float(state[state_index[ch.name]])
+            lo, hi = ch.lower, ch.upper
+            if ch.kind == ChannelKind.gripper:
+                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            hold[j] = min(max(float(state[state_index[ch.name]]), lo), hi)
     return hold
