@@ -327,6 +327,61 @@ def test_a_joint_state_from_the_future_does_not_lock_out_good_ones(rig: Any) -> 
     assert engine.snapshot().rejections["/follower_left/joint_states"] == 1
 
 
+def test_warm_up_sizes_the_first_chunks_start_from_the_measured_position(rig: Any) -> None:
+    """Without a measured delay the first RTC chunk would be anchored to the measured position for
+    one row only; after the warm-up it is anchored for as long as inference really takes."""
+    engine, policy, _sink, clock = rig
+    policy.delay_s = 0.1
+    assert engine.warm_up() == pytest.approx(0.1, abs=0.05)
+    assert len(policy.calls) == 2 and policy.calls[0].state.shape == (14,)
+    policy.calls.clear()
+    policy.delay_s = 0.0
+    engine.activate()
+    engine.set_instruction("go", reset=True)
+    feed(engine, clock)
+    wait(lambda: policy.calls)
+    prefix = policy.calls[0].action_prefix
+    assert prefix is not None and prefix.shape[0] >= 0.1 / 0.02  # rows due within the 0.1 s budget
+
+
+def test_warm_up_failure_is_logged_not_fatal(rig: Any) -> None:
+    engine, policy, sink, _ = rig
+    policy.fail = RuntimeError("blank images confuse me")
+    assert engine.warm_up() is None
+    assert any("warm-up" in text and "blank images" in text for _, text in sink.logs)
+
+
+def test_a_chunk_that_loses_the_race_with_a_stop_never_follows_the_hold(rig: Any) -> None:
+    """Stop arrives while a chunk is being checked, and the trajectory's publication is slow: the
+    hold must still be the last thing the robot gets."""
+    engine, _policy, sink, clock = rig
+    events: list[str] = []
+    real_check = engine._safety.check
+    stopper: list[threading.Thread] = []
+
+    def check_then_stop(*args: Any, **kwargs: Any) -> Any:
+        if not stopper:  # first chunk: an operator presses stop right now
+            stopper.append(threading.Thread(target=engine.stop))
+            stopper[0].start()
+            time.sleep(0.02)  # stop() now waits for the engine's lock
+        return real_check(*args, **kwargs)
+
+    def slow_trajectory(start: float, positions: np.ndarray, dt: float) -> None:
+        time.sleep(0.03)  # a busy publisher
+        events.append("trajectory")
+
+    engine._safety.check = check_then_stop
+    sink.send_trajectory = slow_trajectory
+    sink.send_hold = lambda positions: events.append("hold")
+    engine.activate()
+    engine.set_instruction("go", reset=True)
+    feed(engine, clock)
+    wait(lambda: stopper)
+    stopper[0].join(timeout=2.0)
+    time.sleep(0.1)
+    assert "hold" in events and events[-1] == "hold", events
+
+
 def test_rtc_first_chunk_is_inpainted_from_the_measured_position(rig: Any) -> None:
     engine, policy, sink, clock = rig
     engine.activate()

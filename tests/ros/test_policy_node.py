@@ -289,6 +289,17 @@ def test_invalid_parameter_updates_are_rejected_with_a_reason(rig: Rig) -> None:
     result = set_param("dtype", ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="bfloat16"))
     assert not result.successful and "read-only" in result.reason.lower()
     result = set_param("num_steps", ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4))
+    assert not result.successful and "read-only" in result.reason.lower(), "applied only at configure"
+    # status_rate_hz applies while running: 5 Hz -> 20 Hz is visible in /qvla/status
+    result = set_param(
+        "status_rate_hz", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=20.0)
+    )
     assert result.successful
+    time.sleep(0.3)
+    t0 = time.time()
+    time.sleep(1.0)
+    statuses = [m for m in rig.robot.snapshot().statuses if to_sec(m.header.stamp) >= t0]
+    assert len(statuses) >= 12, f"{len(statuses)} status messages in 1 s at 20 Hz"
+    set_param("status_rate_hz", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0))
     assert rig.node.alive()
     rig.wait_commands(1, time.time())

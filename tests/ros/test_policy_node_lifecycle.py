@@ -262,6 +262,15 @@ def test_lifecycle_driven_by_hand(tiny_checkpoint: Path, config_dir: Path) -> No
         assert rig.transition(Transition.TRANSITION_ACTIVATE)
         rig.wait_commands(2, t_again, timeout=30.0)
 
+        # Ctrl-C (SIGINT, what launch sends): the robot is left holding, not running out the plan
+        t_exit = time.time()
+        assert rig.node.stop() == 0, rig.node.log()[-2000:]
+        wait_for(left_holding, 5.0, f"a hold on every controller after SIGINT\n{rig.node.log()[-1500:]}")
+        exit_holds = rig.holds(t_exit)
+        assert exit_holds, "SIGINT: no hold; the robot keeps executing its last trajectory"
+        for t, topic, msg in exit_holds:
+            _assert_hold_is_a_measured_position(rig, topic, msg, t)
+
 
 # ------------------------------------------------------------------------ (d) compressed cameras
 def test_compressed_camera_topics_drive_the_robot(

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
+from rclpy.duration import Duration
 from rclpy.node import Node
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
@@ -54,7 +55,16 @@ class RobotOutputs:
 
     def send_trajectory(self, start: float, positions: np.ndarray, dt: float) -> None:
         for mapping, pub in self._controllers:
-            pub.publish(conv.joint_trajectory(mapping.joint_names, start, mapping.to_hardware(positions), dt))
+            # Serialized by us (the same bytes as the message, ~10x faster; see conversions).
+            pub.publish(
+                conv.joint_trajectory_cdr(mapping.joint_names, start, mapping.to_hardware(positions), dt)
+            )
+
+    def wait_delivered(self, timeout_s: float) -> None:
+        """Until every controller has acknowledged what was sent (reliable QoS), or the timeout."""
+        deadline = Duration(seconds=timeout_s)
+        for _, pub in self._controllers:
+            pub.wait_for_all_acked(deadline)
 
     def send_hold(self, positions: np.ndarray) -> None:
         # header.stamp 0 = "start now" for joint_trajectory_controller; reach the hold point in 0.1 s.

@@ -79,11 +79,28 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     ),
     Param("device", "cpu", "Torch device for the model: cpu, cuda or cuda:N.", read_only=True),
     Param("dtype", "float32", "Model dtype.", choices=("float32", "bfloat16"), read_only=True),
-    Param("num_steps", 0, "Euler denoising steps; 0 = the checkpoint's default.", low=0, high=100),
     Param(
-        "seed", -1, "Sampling seed for reproducible chunks; -1 = nondeterministic.", low=-1, high=2**31 - 1
+        "num_steps",
+        0,
+        "Euler denoising steps; 0 = the checkpoint's default.",
+        low=0,
+        high=100,
+        read_only=True,
     ),
-    Param("initial_instruction", "", "Instruction used from activation until set_instruction is called."),
+    Param(
+        "seed",
+        -1,
+        "Sampling seed for reproducible chunks; -1 = nondeterministic.",
+        low=-1,
+        high=2**31 - 1,
+        read_only=True,
+    ),
+    Param(
+        "initial_instruction",
+        "",
+        "Instruction used from activation until set_instruction is called (later: /qvla/set_instruction).",
+        read_only=True,
+    ),
     Param(
         "autostart",
         False,
@@ -96,8 +113,21 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
         "Compute and publish /qvla/action_chunk but never command the robot (fixed at start-up).",
         read_only=True,
     ),
-    Param("max_instruction_length", 1000, "Longest accepted instruction [characters].", low=1, high=100000),
-    Param("status_rate_hz", 5.0, "Rate of /qvla/status and /diagnostics [Hz].", low=0.2, high=100.0),
+    Param(
+        "max_instruction_length",
+        1000,
+        "Longest accepted instruction [characters].",
+        low=1,
+        high=100000,
+        read_only=True,
+    ),
+    Param(
+        "status_rate_hz",
+        5.0,
+        "Rate of /qvla/status and /diagnostics [Hz]; may be changed while running.",
+        low=0.2,
+        high=100.0,
+    ),
     Param(
         "image_qos",
         "sensor_data",
@@ -113,7 +143,14 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
         high=1024,
         read_only=True,
     ),
-    Param("command_lead_s", 0.0, "Extra delay before a chunk's first point is due [s].", low=0.0, high=1.0),
+    Param(
+        "command_lead_s",
+        0.0,
+        "Extra delay before a chunk's first point is due [s].",
+        low=0.0,
+        high=1.0,
+        read_only=True,
+    ),
 )
 
 

@@ -8,6 +8,7 @@ cleanup/shutdown: stop the inference worker and free the model (and its GPU memo
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import threading
 from typing import Any
@@ -19,6 +20,7 @@ from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -61,8 +63,16 @@ class PolicyNode(LifecycleNode):
         self._status_pub = self.create_publisher(PolicyStatus, "qvla/status", 10)
         rate = float(self.get_parameter("status_rate_hz").value)
         self._status_timer = self.create_timer(1.0 / rate, self._publish_status)
+        # The one parameter that applies while running; the rest are read-only (see parameters.py).
+        self.add_post_set_parameters_callback(self._after_set_parameters)
         if self.get_parameter("autostart").value:
             self._auto_timer = self.create_timer(0.0, self._autostart)
+
+    def _after_set_parameters(self, params: list[Any]) -> None:
+        for p in params:
+            if p.name == "status_rate_hz":
+                self.destroy_timer(self._status_timer)
+                self._status_timer = self.create_timer(1.0 / float(p.value), self._publish_status)
 
     # ---------------------------------------------------------------- lifecycle
     def _autostart(self) -> None:
@@ -115,6 +125,9 @@ class PolicyNode(LifecycleNode):
             max_instruction_length=int(p["max_instruction_length"]),
             command_lead_s=float(p["command_lead_s"]),
         )
+        warm = engine.warm_up()
+        if warm is not None:
+            self.get_logger().info(f"warm-up inference: {warm * 1e3:.1f} ms")
         if p["initial_instruction"]:
             engine.set_instruction(p["initial_instruction"], reset=True)
         return engine, outputs
@@ -132,10 +145,15 @@ class PolicyNode(LifecycleNode):
         )
         subs = self._entities
         for cam in io.cameras:
-            msg_type = CompressedImage if cam.compressed else Image
+            # Raw: the bytes as they came off the wire, read without copying the pixels (see
+            # conversions.camera_message_from_cdr); rclpy's deserialisation costs 1.5 ms a frame.
             subs.append(
                 self.create_subscription(
-                    msg_type, cam.topic, lambda m, c=cam.camera: self._on_image(c, m), image_qos
+                    CompressedImage if cam.compressed else Image,
+                    cam.topic,
+                    lambda raw, c=cam.camera, z=cam.compressed: self._on_image(c, z, raw),
+                    image_qos,
+                    raw=True,
                 )
             )
         for src in io.joint_states:
@@ -185,6 +203,17 @@ class PolicyNode(LifecycleNode):
         self._lifecycle_label = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
+    def hold_before_exit(self, timeout_s: float = 0.5) -> None:
+        """Deactivate (hold the measured position) and give the hold a moment to be acknowledged."""
+        engine, outputs = self._engine, self._outputs
+        if engine is None or outputs is None or not self.context.ok():
+            return
+        try:
+            engine.deactivate()
+            outputs.wait_delivered(timeout_s)
+        except Exception as exc:  # shutting down anyway: say why the hold may not have arrived
+            self.get_logger().warning(f"hold at exit may not have reached the robot: {exc}")
+
     def _release(self) -> None:
         if self._engine is not None:
             self._engine.shutdown()
@@ -214,10 +243,16 @@ class PolicyNode(LifecycleNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+    def _on_image(self, camera: str, compressed: bool, raw: bytes) -> None:
         engine = self._engine
-        if engine is not None:
-            engine.on_camera(camera, conv.to_sec(msg.header.stamp), msg)
+        if engine is None:
+            return
+        try:
+            stamp, msg = conv.camera_message_from_cdr(raw, compressed)
+        except ValueError as exc:
+            engine.reject_input(camera, str(exc))
+            return
+        engine.on_camera(camera, stamp, msg)
 
     def _on_joint_state(self, topic: str, msg: JointState) -> None:
         engine = self._engine
@@ -343,15 +378,24 @@ def _empty_cuda_cache() -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    # Ctrl-C (launch sends SIGINT, then SIGTERM) must leave the robot holding, not running out its
+    # last trajectory: with rclpy's own handler the context is gone before we could send the hold.
+    # Here a signal only sets a flag; the loop wakes at least every 0.1 s of wall time (sim-time
+    # timers stop with /clock) and sends the hold while the context still works.
+    stop = threading.Event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     node = PolicyNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.hold_before_exit()
         node._release()
         node.destroy_node()
         rclpy.try_shutdown()

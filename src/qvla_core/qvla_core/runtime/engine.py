@@ -161,6 +161,9 @@ class PolicyEngine:
         self._last_log: dict[str, float] = {}
         self._shutdown = False
         self._data_version = 0
+        # Serialises what goes to the robot: a chunk that lost a race with a hold must not follow it.
+        self._send_lock = threading.Lock()
+        self._delay_seeded = False
         self._worker = threading.Thread(target=self._work, name="qvla-inference", daemon=True)
         self._worker.start()
 
@@ -201,6 +204,10 @@ class PolicyEngine:
         """Wake the inference worker (caller holds the lock): no polling delay on a new observation."""
         self._data_version += 1
         self._lock.notify_all()
+
+    def reject_input(self, source: str, text: str) -> None:
+        """An input the transport could not even read: counted and logged like any bad input."""
+        self._reject(source, text)
 
     def _reject(self, source: str, text: str) -> None:
         with self._lock:
@@ -289,12 +296,15 @@ class PolicyEngine:
                 state = None
         if self.dry_run:
             return
-        if self._waypoint_cols is not None:
-            self._sink.cancel_navigation()
-        elif state is not None:
-            self._sink.send_hold(hold_action(self.embodiment, state))
-        else:
-            self._log_throttled("warn", "hold-without-state", f"{why}: no joint state yet, nothing to hold")
+        with self._send_lock:
+            if self._waypoint_cols is not None:
+                self._sink.cancel_navigation()
+            elif state is not None:
+                self._sink.send_hold(hold_action(self.embodiment, state))
+            else:
+                self._log_throttled(
+                    "warn", "hold-without-state", f"{why}: no joint state yet, nothing to hold"
+                )
 
     # ------------------------------------------------------------------ inference worker
     def _work(self) -> None:
@@ -402,22 +412,26 @@ class PolicyEngine:
             self._fault_now(fault, now)
             return
         # The robot's command goes out first; the chunk message and markers are for observers.
-        if self._waypoint_cols is not None:
-            if not self.dry_run:
-                self._sink.send_waypoints(waypoints(safe, self._waypoint_cols), chunk.observation_stamp)
-                self._count_command()
-            self._sink.publish_chunk(chunk, chunk.observation_stamp, instruction)
-            return
-        if traj is None:
+        if self._waypoint_cols is None and traj is None:
             self._log_throttled("warn", "late-chunk", "chunk arrived after its horizon; nothing sent")
             return
-        if not self.dry_run:
-            self._sink.send_trajectory(traj.start_stamp, traj.positions, traj.dt)
-            self._count_command()
-        self._sink.publish_chunk(chunk, traj.start_stamp, instruction)
+        with self._send_lock:
+            with self._lock:  # a pause, stop, fault or deactivate since the check above wins
+                if version != self._instruction_version or not self._active:
+                    return
+            if not self.dry_run:
+                if self._waypoint_cols is not None:
+                    self._sink.send_waypoints(waypoints(safe, self._waypoint_cols), chunk.observation_stamp)
+                else:
+                    assert traj is not None
+                    self._sink.send_trajectory(traj.start_stamp, traj.positions, traj.dt)
+                self._count_command()
+        first_due = chunk.observation_stamp if traj is None else traj.start_stamp
+        self._sink.publish_chunk(chunk, first_due, instruction)
 
     def _update_delay(self, wall: float) -> None:
-        if self._chunks == 0:
+        if not self._delay_seeded:
+            self._delay_seeded = True
             self._delay_mean, self._delay_dev = wall, wall / 2
         else:
             self._delay_dev = 0.75 * self._delay_dev + 0.25 * abs(wall - self._delay_mean)
@@ -427,6 +441,33 @@ class PolicyEngine:
         """How late the next chunk may arrive, budgeted like TCP's retransmission timeout (mean +
         4 deviations): rows until then are inpainted exactly, so a late chunk still joins smoothly."""
         return self._delay_mean + 4.0 * self._delay_dev
+
+    def warm_up(self) -> float | None:
+        """Two inferences on a blank observation before anything is commanded: the model's first-call
+        costs (allocation, kernel selection, lazy initialisation) are paid outside the control loop,
+        and the delay budget starts from a measurement, so the very first chunk is inpainted from the
+        measured position over the span it will really take. Returns the second inference's seconds,
+        or None if the policy refused the blank observation (the budget then starts at the first
+        real chunk). The policy is reset afterwards."""
+        emb = self.embodiment
+        images = {
+            c.name: np.zeros((c.history.frames, c.height, c.width, 3), dtype=np.uint8) for c in emb.cameras
+        }
+        state = np.array([(c.lower + c.upper) / 2.0 for c in emb.state], dtype=np.float32)
+        blank = Observation(images=images, state=state, instruction="warm up", stamp=0.0)
+        try:
+            self.policy.infer(blank)
+            started = time.perf_counter()
+            self.policy.infer(blank)
+            wall = time.perf_counter() - started
+        except Exception as exc:
+            self._sink.log("warn", f"warm-up inference failed ({type(exc).__name__}: {exc}); continuing")
+            return None
+        finally:
+            self.policy.reset()
+        with self._lock:
+            self._update_delay(wall)
+        return wall
 
     def _count_command(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""The zero-copy camera reader against rclpy's own serializer: every field, every alignment."""
+"""Our CDR reader (camera messages) and writer (JointTrajectory) against rclpy's own serialisation:
+every field, every alignment."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ pytestmark = pytest.mark.ros
 
 pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh")
 
-from rclpy.serialization import serialize_message  # noqa: E402
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from qvla_core.errors import ObservationError  # noqa: E402
 from qvla_ros import conversions as conv  # noqa: E402
@@ -80,3 +82,14 @@ def test_a_short_data_field_is_rejected_by_the_decoder() -> None:
     wire = conv.image_from_cdr(serialize_message(msg))
     with pytest.raises(ObservationError, match="truncated"):
         conv.image_to_rgb(wire)
+
+
+@pytest.mark.parametrize("n_joints", [0, 1, 2, 6, 7])
+@pytest.mark.parametrize("name_length", [1, 2, 3, 4])
+@pytest.mark.parametrize("dt", [0.02, 1 / 30, 0.1, 0.0])
+def test_trajectory_bytes_are_the_message(n_joints: int, name_length: int, dt: float) -> None:
+    rng = np.random.default_rng(n_joints * 10 + name_length)
+    names = [f"{'j' * name_length}{i}" for i in range(n_joints)]
+    rows = rng.normal(size=(50, n_joints))
+    raw = conv.joint_trajectory_cdr(names, 1234.5678, rows, dt)
+    assert deserialize_message(raw, JointTrajectory) == conv.joint_trajectory(names, 1234.5678, rows, dt)
