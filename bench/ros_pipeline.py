@@ -100,21 +100,9 @@ def summarize(rows: list[tuple[float, float, float, float]], publish_ms: float =
 
 
 def build_checkpoint(out: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "qvla_core.cli.build_checkpoint",
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
-        "--backbone",
-        "qwen3_vl",
-        "--robot",
-        str(REPO / "config/robots/aloha.yaml"),
-        "--stats-from-limits",
-        "--randomize-head",
-    ]
+    from qvla_core.cli.build_checkpoint import tiny_random_command
+
+    cmd = tiny_random_command(str(out), [str(REPO / "config/robots/aloha.yaml")])
     subprocess.run(cmd, check=True, capture_output=True)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from qvla_core.cli.build_checkpoint import tiny_random_command
 from tests.ros.harness import INSTALL, REPO
 
 ROBOTS = sorted((REPO / "config" / "robots").glob("*.yaml"))
@@ -17,23 +17,7 @@ ROBOTS = sorted((REPO / "config" / "robots").glob("*.yaml"))
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen-VLA checkpoint with norm stats for every shipped robot (built, never downloaded)."""
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    cmd = [
-        sys.executable,
-        "-m",
-        "qvla_core.cli.build_checkpoint",
-        "--out",
-        str(out),
-        "--preset",
-        "tiny",
-        "--backbone",
-        "qwen2_5_vl",
-        "--stats-from-limits",
-        "--randomize-head",
-        "--seed",
-        "0",
-    ]
-    for robot in ROBOTS:
-        cmd += ["--robot", str(robot)]
+    cmd = tiny_random_command(str(out), [str(r) for r in ROBOTS], backbone="qwen2_5_vl", seed=0)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

@@ -8,10 +8,6 @@ parameters file, and checks that it shuts down cleanly.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +15,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import rclpy
-import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+
+from qvla_ros.bringup import NodeSpec
+from qvla_ros.node_process import NodeProcess, executable_path
+from qvla_ros.sim_monitor import call_service
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install"
@@ -49,15 +48,7 @@ class RosPeer:
                 raise
 
     def call(self, client: Any, request: Any, timeout: float = 10.0) -> Any:
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {client.srv_name} not available after {timeout} s")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no reply from {client.srv_name} within {timeout} s")
-            time.sleep(0.005)
-        return future.result()
+        return call_service(client, request, timeout)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
@@ -78,14 +69,12 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float 
 
 
 def installed_executable(package: str, executable: str) -> Path:
-    path = INSTALL / package / "lib" / package / executable
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: run scripts/setup.sh (it builds the workspace)")
-    return path
+    return executable_path(package, executable, INSTALL / package)
 
 
-class InstalledNode:
-    """Runs ``install/<pkg>/lib/<pkg>/<exe> --ros-args --params-file F`` like launch_ros does."""
+class InstalledNode(NodeProcess):
+    """Runs ``install/<pkg>/lib/<pkg>/<exe> --ros-args --params-file F`` like launch_ros does
+    (qvla_ros.node_process, with the executable taken from this checkout's install/)."""
 
     def __init__(
         self,
@@ -98,54 +87,26 @@ class InstalledNode:
         log_level: str = "info",
         env: dict[str, str] | None = None,
     ) -> None:
-        self.exe = installed_executable(package, executable)
-        self._tmp = tempfile.TemporaryDirectory(prefix="qvla-node-")
-        args = [str(self.exe), "--ros-args", "--log-level", log_level]
-        if parameters:
-            params_file = Path(self._tmp.name) / "params.yaml"
-            params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
-            args += ["--params-file", str(params_file)]
-        if name:
-            args += ["-r", f"__node:={name}"]
-        if namespace:
-            args += ["-r", f"__ns:={namespace}"]
-        for src, dst in (remappings or {}).items():
-            args += ["-r", f"{src}:={dst}"]
-        self.log_path = Path(self._tmp.name) / "node.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
+        spec = NodeSpec(
+            package,
+            executable,
+            name or "",
+            namespace or "",
+            dict(parameters or {}),
+            tuple((remappings or {}).items()),
+            log_level,
         )
+        super().__init__(spec, env=env, prefix=INSTALL / package)
 
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT (what launch sends on Ctrl-C) and wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                raise AssertionError(
-                    f"{self.exe.name} ignored SIGINT for {timeout} s:\n{self.log()[-3000:]}"
-                ) from None
-        self._log.close()
-        return int(self.proc.returncode)
-
-    def close(self) -> str:
-        self.stop()
-        log = self.log()
-        self._tmp.cleanup()
-        return log
+    @classmethod
+    def from_spec(cls, spec: NodeSpec) -> InstalledNode:
+        """Exactly what the launch logic decided (qvla_ros.bringup), run from this checkout's install/."""
+        return cls(
+            spec.package,
+            spec.executable,
+            spec.parameters,
+            name=spec.name,
+            namespace=spec.namespace or None,
+            remappings=dict(spec.remappings),
+            log_level=spec.log_level,
+        )

@@ -71,14 +71,7 @@ class NodeRig:
         self.config = load_robot_config(spec.parameters["robot_config"])
         self.peer = RosPeer(peer_name)
         self.robot = FakeRobot(self.peer, self.config, **robot_args)
-        self.node = InstalledNode(
-            spec.package,
-            spec.executable,
-            spec.parameters,
-            name=spec.name,
-            namespace=spec.namespace or None,
-            log_level=spec.log_level,
-        )
+        self.node = InstalledNode.from_spec(spec)
         self._clients: dict[str, Any] = {}
 
     def __enter__(self) -> NodeRig:

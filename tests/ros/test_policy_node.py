@@ -36,14 +36,7 @@ def is_hold(msg: JointTrajectory) -> bool:
 
 
 def start_node(spec: NodeSpec) -> InstalledNode:
-    return InstalledNode(
-        spec.package,
-        spec.executable,
-        spec.parameters,
-        name=spec.name,
-        namespace=spec.namespace or None,
-        log_level=spec.log_level,
-    )
+    return InstalledNode.from_spec(spec)
 
 
 def aloha_spec(checkpoint: Path, config_dir: Path, **overrides: str) -> NodeSpec:

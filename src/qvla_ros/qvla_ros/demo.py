@@ -22,6 +22,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
+from qvla_core.cli.build_checkpoint import tiny_random_command
 from qvla_core.robot_io import load_robot_config
 from qvla_ros.bringup import resolve_robot_config, sim_demo_specs, write_robot_variant
 from qvla_ros.demo_report import Snapshot, latency_plot, save_snapshots, sim_rows, summary_table
@@ -80,10 +81,7 @@ def ensure_checkpoint(path: Path | None, out: Path, robot_yaml: Path) -> Path:
     if (ckpt / "policy_config.json").exists():
         return ckpt
     print(f"demo: building a tiny random Qwen-VLA checkpoint in {ckpt} (no download) ...", flush=True)
-    cmd = [
-        sys.executable, "-m", "qvla_core.cli.build_checkpoint", "--out", str(ckpt), "--preset", "tiny",
-        "--backbone", "qwen3_vl", "--robot", str(robot_yaml), "--stats-from-limits", "--randomize-head",
-    ]  # fmt: skip
+    cmd = tiny_random_command(str(ckpt), [str(robot_yaml)])
     subprocess.run(cmd, check=True)
     return ckpt
 

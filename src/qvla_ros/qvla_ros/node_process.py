@@ -37,7 +37,9 @@ def executable_path(package: str, executable: str, prefix: Path | None = None) -
 
 
 def command_line(spec: NodeSpec, params_file: Path | None, exe: Path) -> list[str]:
-    args = [str(exe), "--ros-args", *spec.ros_arguments(), "-r", f"__node:={spec.name}"]
+    args = [str(exe), "--ros-args", *spec.ros_arguments()]
+    if spec.name:  # empty: the node's own name
+        args += ["-r", f"__node:={spec.name}"]
     if spec.namespace:
         args += ["-r", f"__ns:={spec.namespace}"]
     for src, dst in spec.remappings:
@@ -64,7 +66,7 @@ class NodeProcess:
         if spec.parameters:
             params_file = Path(self._tmp.name) / "params.yaml"
             params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(spec.parameters)}}))
-        self.log_path = Path(log_dir or self._tmp.name) / f"{spec.name}.log"
+        self.log_path = Path(log_dir or self._tmp.name) / f"{spec.name or spec.executable}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(

@@ -265,16 +265,7 @@ class SimMonitor(Node):
 
     # ---------------------------------------------------------------- services
     def call(self, client: Any, request: Any, timeout: float = 30.0) -> Any:
-        """Call a service from a thread other than the one spinning this node."""
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {client.srv_name} is not available after {timeout:.0f} s")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no reply from {client.srv_name} within {timeout:.0f} s")
-            time.sleep(0.002)
-        return future.result()
+        return call_service(client, request, timeout)
 
     def trigger(self, client: Any) -> str:
         response = self.call(client, Trigger.Request())
@@ -286,6 +277,19 @@ class SimMonitor(Node):
         response = self.call(self.instruction_client, SetInstruction.Request(instruction=text, reset=True))
         if not response.success:
             raise RuntimeError(f"set_instruction refused: {response.message}")
+
+
+def call_service(client: Any, request: Any, timeout: float) -> Any:
+    """Call a service from a thread other than the one spinning the client's node."""
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise TimeoutError(f"service {client.srv_name} is not available after {timeout:.0f} s")
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no reply from {client.srv_name} within {timeout:.0f} s")
+        time.sleep(0.002)
+    return future.result()
 
 
 def run_episode(

@@ -60,6 +60,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def tiny_random_command(
+    out: str, robots: list[str], backbone: str = "qwen3_vl", seed: int | None = None
+) -> list[str]:
+    """The command line (for a subprocess) that builds a tiny random checkpoint for ``robots``
+    with norm stats from their limits and a randomised head: what tests, benchmarks and the demo
+    use when no trained checkpoint is given."""
+    cmd = [sys.executable, "-m", "qvla_core.cli.build_checkpoint", "--out", out, "--preset", "tiny"]
+    cmd += ["--backbone", backbone, "--stats-from-limits", "--randomize-head"]
+    for robot in robots:
+        cmd += ["--robot", robot]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    return cmd
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
