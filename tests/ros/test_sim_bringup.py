@@ -12,11 +12,13 @@ pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh")
 
 from qvla_core.policy import ActionChunk  # noqa: E402
+from qvla_core.robot_io import load_robot_config  # noqa: E402
 from qvla_ros import conversions as conv  # noqa: E402
 from qvla_ros.bringup import NodeSpec, sim_demo_specs  # noqa: E402
-from qvla_ros.demo_report import latency_plot, sim_rows, summary_table  # noqa: E402
+from qvla_ros.demo_report import commanded_rows, latency_plot, sim_rows, summary_table  # noqa: E402
 from qvla_ros.node_process import command_line  # noqa: E402
-from qvla_ros.sim_monitor import ChunkRecord, EpisodeResult  # noqa: E402
+from qvla_ros.sim_monitor import ChunkRecord, CommandRecord, EpisodeResult  # noqa: E402
+from qvla_ros.sim_node import SIM_CHANNELS  # noqa: E402
 from tests.ros.harness import REPO  # noqa: E402
 
 CONFIG_DIR = REPO / "config" / "robots"
@@ -72,3 +74,27 @@ def test_report_reorders_channels_and_writes_table_and_plot(tmp_path: Path) -> N
     later = ChunkRecord(1.1, 1.12, names, rec.actions, 0.05, 1.15, 10.1, {"plan": 0.04})
     png = latency_plot([rec, later], tmp_path / "latency.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_commanded_rows_join_both_controllers_in_sim_order_with_normalised_grippers() -> None:
+    config = load_robot_config(CONFIG_DIR / "aloha.yaml")
+    names = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper"]
+    closed, opened = config.ros.gripper_raw_range["left_gripper"]
+    left = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, opened], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, closed]])
+    right = -left[:, :6]
+    right = np.hstack([right, left[:, 6:]])
+    cmds = [
+        CommandRecord(
+            1.0, 1.0, "/follower_left/arm_controller/joint_trajectory", 5.0, names, [0.0, 0.02], left
+        ),
+        CommandRecord(
+            1.0, 1.0, "/follower_right/arm_controller/joint_trajectory", 5.0, names, [0.0, 0.02], right
+        ),
+    ]
+    rows = commanded_rows(cmds, config, 5.0, SIM_CHANNELS)
+    assert rows is not None and rows.shape == (2, 14)
+    np.testing.assert_allclose(rows[:, :6], left[:, :6])
+    np.testing.assert_allclose(rows[:, 7:13], right[:, :6])
+    np.testing.assert_allclose(rows[:, 6], [1.0, 0.0], atol=1e-9)  # raw open/closed -> 1/0
+    assert commanded_rows(cmds[:1], config, 5.0, SIM_CHANNELS) is None, "one controller is not a command"
+    assert commanded_rows(cmds, config, 6.0, SIM_CHANNELS) is None

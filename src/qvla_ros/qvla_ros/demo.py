@@ -25,7 +25,14 @@ from rclpy.executors import SingleThreadedExecutor
 from qvla_core.cli.build_checkpoint import tiny_random_command
 from qvla_core.robot_io import load_robot_config
 from qvla_ros.bringup import resolve_robot_config, sim_demo_specs, write_robot_variant
-from qvla_ros.demo_report import Snapshot, latency_plot, save_snapshots, sim_rows, summary_table
+from qvla_ros.demo_report import (
+    Snapshot,
+    commanded_rows,
+    latency_plot,
+    save_snapshots,
+    sim_rows,
+    summary_table,
+)
 from qvla_ros.node_process import NodeProcess
 from qvla_ros.sim_monitor import SimMonitor, run_episode
 
@@ -235,7 +242,10 @@ def _snapshot(
     if found is None:
         return None
     _, frame = found
-    return Snapshot(episode, chunk.observation_stamp - start, frame, sim_rows(chunk, sim_channels))
+    with monitor.lock:
+        commands = list(monitor.commands)
+    commanded = commanded_rows(commands, monitor.config, chunk.first_due, sim_channels)
+    return Snapshot(episode, chunk.observation_stamp - start, frame, sim_rows(chunk, sim_channels), commanded)
 
 
 def _write_report(args: argparse.Namespace, results: list, chunks: list, snapshots: list[Snapshot]) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qvla_ros.sim_monitor import ChunkRecord, EpisodeResult
+from qvla_core.robot_io import RobotConfig, TrajectoryOutput
+from qvla_core.runtime.joint_state import GripperScaling
+from qvla_ros.sim_monitor import ChunkRecord, CommandRecord, EpisodeResult
 
 
 @dataclass
@@ -17,7 +19,8 @@ class Snapshot:
     episode: int
     elapsed: float  # sim seconds into the episode
     frame: np.ndarray  # RGB
-    rows: np.ndarray  # (H, 14) joint rows in the sim's channel order (normalised grippers)
+    rows: np.ndarray  # (H, 14) predicted joint rows in the sim's channel order (normalised grippers)
+    commanded: np.ndarray | None = None  # (n, 14) what the controllers received from that chunk
 
 
 def sim_rows(chunk: ChunkRecord, sim_channels: tuple[str, ...]) -> np.ndarray:
@@ -27,6 +30,32 @@ def sim_rows(chunk: ChunkRecord, sim_channels: tuple[str, ...]) -> np.ndarray:
     if missing:
         raise ValueError(f"the chunk has no channels {missing}")
     return np.asarray(chunk.actions[:, [where[ch] for ch in sim_channels]], dtype=np.float64)
+
+
+def commanded_rows(
+    commands: list[CommandRecord], config: RobotConfig, start: float, sim_channels: tuple[str, ...]
+) -> np.ndarray | None:
+    """The trajectories sent for one chunk (same start stamp on every controller), joined into
+    sim-order rows with normalised grippers: what the robot was told after the safety filter."""
+    grippers = GripperScaling(config.ros.gripper_raw_range)
+    where = {ch: i for i, ch in enumerate(sim_channels)}
+    rows: np.ndarray | None = None
+    outputs = {o.topic: o for o in config.ros.outputs if isinstance(o, TrajectoryOutput)}
+    found = {c.topic: c for c in commands if abs(c.start - start) < 1e-6 and c.topic in outputs}
+    if set(found) != set(outputs):
+        return None
+    for topic, cmd in found.items():
+        out = outputs[topic]
+        by_joint = {name: k for k, name in enumerate(cmd.joint_names)}
+        if rows is None:
+            rows = np.zeros((cmd.positions.shape[0], len(sim_channels)))
+        if cmd.positions.shape[0] != rows.shape[0]:
+            return None
+        for joint, channel in zip(out.joint_names, out.channels, strict=True):
+            raw = cmd.positions[:, by_joint[joint]]
+            col = [grippers.to_normalised(channel, float(v)) for v in raw] if grippers.has(channel) else raw
+            rows[:, where[channel]] = col
+    return rows
 
 
 def summary_table(results: list[EpisodeResult]) -> str:
@@ -88,8 +117,9 @@ def save_snapshots(snapshots: list[Snapshot], out_dir: Path, camera: str = "top"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for snap in snapshots:
-        img = projector.draw(snap.frame, snap.rows)
-        label = f"episode {snap.episode}  t={snap.elapsed:.1f} s  (orange: left, cyan: right gripper plan)"
+        img = projector.draw(snap.frame, snap.rows, snap.commanded)
+        label = f"ep {snap.episode} t={snap.elapsed:.1f}s  orange: left, cyan: right  "
+        label += "thin: predicted, thick: sent"
         cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         path = out_dir / f"episode{snap.episode}_t{snap.elapsed:04.1f}.png"
         cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))

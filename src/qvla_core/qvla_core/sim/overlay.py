@@ -50,11 +50,22 @@ class ChunkProjector:
         uv[depth <= 1e-6] = np.nan
         return uv
 
-    def draw(self, image: npt.ArrayLike, rows: npt.ArrayLike) -> npt.NDArray[np.uint8]:
-        """A copy of the RGB ``image`` with each gripper's predicted path (dots get darker with time)."""
+    def draw(
+        self, image: npt.ArrayLike, rows: npt.ArrayLike, commanded: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """A copy of the RGB ``image`` with each gripper's predicted path (thin line, dots darker with
+        time) and, if given, the path actually commanded after the safety filter (thick line)."""
+        img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
+        self._draw_paths(img, rows, thickness=1, dots=True)
+        if commanded is not None and np.asarray(commanded).size:
+            self._draw_paths(img, commanded, thickness=3, dots=False)
+        return img
+
+    def _draw_paths(
+        self, img: npt.NDArray[np.uint8], rows: npt.ArrayLike, thickness: int, dots: bool
+    ) -> None:
         import cv2
 
-        img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).copy()
         h, w = img.shape[:2]
         uv = self.project(self.gripper_paths(rows), w, h)
         for arm, colour in enumerate(ARM_COLOURS):
@@ -62,8 +73,7 @@ class ChunkProjector:
             ok = np.all(np.isfinite(pts), axis=1)
             pix = np.round(pts[ok]).astype(np.int32)
             if len(pix) >= 2:
-                cv2.polylines(img, [pix.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
-            for k, (x, y) in enumerate(pix):
+                cv2.polylines(img, [pix.reshape(-1, 1, 2)], False, colour, thickness, cv2.LINE_AA)
+            for k, (x, y) in enumerate(pix if dots else []):
                 fade = 1.0 - 0.6 * k / max(1, len(pix) - 1)
                 cv2.circle(img, (int(x), int(y)), 3, tuple(int(c * fade) for c in colour), -1, cv2.LINE_AA)
-        return img
