@@ -24,7 +24,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from rclpy.executors import SingleThreadedExecutor
 from qvla_core.robot_io import load_robot_config
 from qvla_ros.bringup import sim_demo_specs, write_robot_variant
 from qvla_ros.node_process import NodeProcess
-from qvla_ros.sim_monitor import EpisodeResult, SimMonitor, run_episode
+from qvla_ros.sim_monitor import EpisodeResult, SimMonitor, Spinner, run_episode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -95,7 +94,7 @@ def through_ros(
     monitor = SimMonitor(load_robot_config(robot))
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = Spinner(executor)
     results: list[EpisodeResult] = []
     try:
         deadline = time.monotonic() + 180
@@ -115,7 +114,7 @@ def through_ros(
         speed = (monitor.now() - sim0) / (time.monotonic() - wall0)
         delays = monitor.command_delays()
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        spinner.stop()
         monitor.destroy_node()
         rclpy.try_shutdown()
         for p in procs:

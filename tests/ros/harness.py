@@ -8,7 +8,6 @@ parameters file, and checks that it shuts down cleanly.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from rclpy.node import Node
 
 from qvla_ros.bringup import NodeSpec
 from qvla_ros.node_process import NodeProcess, executable_path
-from qvla_ros.sim_monitor import call_service
+from qvla_ros.sim_monitor import Spinner, call_service
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install"
@@ -35,26 +34,15 @@ class RosPeer:
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok():
-                    return
-                raise
+        self._spinner = Spinner(self.executor)
 
     def call(self, client: Any, request: Any, timeout: float = 10.0) -> Any:
         return call_service(client, request, timeout)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
+        self._spinner.stop()  # the spin thread leaves before anything is destroyed
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.01) -> T:

@@ -8,7 +8,6 @@ TransferCube episode ends in success, detected from the sim's reward.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from qvla_core.robot_io import load_robot_config  # noqa: E402
 from qvla_ros.bringup import sim_demo_specs, write_robot_variant  # noqa: E402
 from qvla_ros.node_process import NodeProcess  # noqa: E402
-from qvla_ros.sim_monitor import CommandRecord, SimMonitor, run_episode  # noqa: E402
+from qvla_ros.sim_monitor import CommandRecord, SimMonitor, Spinner, run_episode  # noqa: E402
 from tests.ros.harness import INSTALL, REPO, wait_for  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
@@ -60,8 +59,7 @@ def loop(small_aloha: Path) -> Iterator[tuple[SimMonitor, list[NodeProcess]]]:
     monitor = SimMonitor(load_robot_config(small_aloha), context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(monitor)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = Spinner(executor)
     try:
 
         def ready() -> bool:
@@ -74,7 +72,7 @@ def loop(small_aloha: Path) -> Iterator[tuple[SimMonitor, list[NodeProcess]]]:
         wait_for(ready, 120.0, "the sim clock and an active policy node", poll=0.1)
         yield monitor, procs
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        spinner.stop()
         monitor.destroy_node()
         rclpy.shutdown(context=context)
         logs = {p.spec.executable: p.log() for p in procs}

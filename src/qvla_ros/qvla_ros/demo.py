@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from qvla_ros.demo_report import (
     summary_table,
 )
 from qvla_ros.node_process import NodeProcess
-from qvla_ros.sim_monitor import SimMonitor, run_episode
+from qvla_ros.sim_monitor import SimMonitor, Spinner, run_episode
 
 INSTRUCTION = "pick up the red cube with the right arm and hand it over to the left arm"
 SNAPSHOT_TIMES = (0.6, 1.6, 2.6, 3.6, 4.6)  # sim seconds into each episode
@@ -172,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     monitor = SimMonitor(config)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = Spinner(executor)
     results, snapshots = [], []
     code = 0
     try:
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: interrupted; stopping the nodes and writing what was recorded", flush=True)
         code = 130
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        spinner.stop()
         with monitor.lock:
             chunks = list(monitor.chunks)
         monitor.destroy_node()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -277,6 +278,31 @@ class SimMonitor(Node):
         response = self.call(self.instruction_client, SetInstruction.Request(instruction=text, reset=True))
         if not response.success:
             raise RuntimeError(f"set_instruction refused: {response.message}")
+
+
+class Spinner:
+    """Spins an executor in a background thread until :meth:`stop`, which returns only after the
+    thread has left spin_once: nothing is destroyed under a running wait (rclpy raises then)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="qvla-spinner", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.executor.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:
+                if self._stop.is_set() or not self.executor.context.ok():
+                    return
+                raise
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.executor.shutdown(timeout_sec=1.0)
 
 
 def call_service(client: Any, request: Any, timeout: float) -> Any:
