@@ -82,19 +82,23 @@ class _Rates:
 
     def __init__(self) -> None:
         self._times: dict[str, deque[float]] = {}
+        self._first: dict[str, float] = {}
 
     def tick(self, stream: str) -> None:
-        self._times.setdefault(stream, deque(maxlen=4096)).append(time.monotonic())
+        now = time.monotonic()
+        self._first.setdefault(stream, now)
+        self._times.setdefault(stream, deque(maxlen=4096)).append(now)
 
     def rate(self, stream: str) -> float:
+        """Messages in the window over the window's length (or the time since the stream began,
+        but at least 1 s, so that two messages in a burst do not read as a huge rate)."""
         times = self._times.get(stream)
         if not times:
             return 0.0
         now = time.monotonic()
-        recent = [t for t in times if now - t <= RATE_WINDOW_S]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+        recent = sum(1 for t in times if now - t <= RATE_WINDOW_S)
+        span = min(RATE_WINDOW_S, max(now - self._first[stream], 1.0))
+        return recent / span
 
 
 class SimMonitor(Node):
