@@ -23,7 +23,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction  # noqa: E402
 from launch.launch_description_sources import get_launch_description_from_python_launch_file  # noqa: E402
 
 from launch import LaunchContext  # noqa: E402
-from qvla_ros.bringup import LAUNCH_ARGUMENTS, policy_node_spec  # noqa: E402
+from qvla_ros.bringup import LAUNCH_ARGUMENTS, SIM_ARGUMENTS, policy_node_spec, sim_demo_specs  # noqa: E402
 from tests.ros.harness import REPO  # noqa: E402
 
 LAUNCH_FILES = {"aloha.launch.py": "aloha", "vln_nav.launch.py": "vln_nav"}
@@ -115,6 +115,17 @@ def test_launch_arguments_reach_the_node(launch_file: str, monkeypatch: pytest.M
 def test_an_unknown_robot_fails_at_launch_time(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(FileNotFoundError, match="known robots"):
         _expand("aloha.launch.py", {"robot_config": "no_such_robot"}, monkeypatch)
+
+
+def test_the_sim_launch_starts_sim_and_policy_on_sim_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {"policy": "expert_transfer_cube", "device": "cpu", "image_width": "320", "seed": "5"}
+    declared, actions, built = _expand("aloha_sim.launch.py", values, monkeypatch)
+    assert declared == [a.name for a in (*LAUNCH_ARGUMENTS, *SIM_ARGUMENTS)]
+    specs = sim_demo_specs(values, _config_dir())
+    assert [(k["executable"], k["name"]) for k in built] == [(s.executable, s.name) for s in specs]
+    assert [k["parameters"] for k in built] == [[s.parameters] for s in specs]
+    assert len(actions) == 2 and all(isinstance(a, RealNode) for a in actions)
+    assert built[1]["parameters"][0]["use_sim_time"] is True and built[0]["parameters"][0]["seed"] == 5
 
 
 def _assert_starts(actions: list[Any], built: list[dict[str, Any]], spec: Any) -> None:
