@@ -92,10 +92,22 @@ def test_controllers_receive_their_joints_in_order_on_the_policy_clock(rig: Rig)
     emb = rig.config.embodiment
     limits = {c.name: (c.lower, c.upper) for c in emb.action}
     raw = rig.config.ros.gripper_raw_range
-    chunks = {to_sec(m.header.stamp): m for _, m in rig.robot.snapshot().chunks}
+    # The robot's command is published before the chunk message (observers come second), so the
+    # chunk of the newest trajectory may still be on its way: wait for every one.
+    stamps = {to_sec(m.header.stamp) for _, _, m in rig.commands(since)}
+
+    def chunks_by_stamp() -> dict[float, Any] | None:
+        got = {to_sec(m.header.stamp): m for _, m in rig.robot.snapshot().chunks}
+        return got if stamps <= set(got) else None
+
+    chunks = wait_for(chunks_by_stamp, 5.0, "the ActionChunk message of every trajectory")
     for out in rig.config.ros.outputs:
         assert isinstance(out, TrajectoryOutput)
-        received = [m for t, topic, m in rig.commands(since) if topic == out.topic]
+        received = [
+            m
+            for t, topic, m in rig.commands(since)
+            if topic == out.topic and to_sec(m.header.stamp) in stamps
+        ]
         assert len(received) >= 2, f"{out.topic} got {len(received)} trajectories"
         starts = [to_sec(m.header.stamp) for m in received]
         assert starts == sorted(starts) and starts[0] > 0.0
