@@ -28,13 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 
 from qvla_core.robot_io import load_robot_config
 from qvla_ros.bringup import sim_demo_specs, write_robot_variant
-from qvla_ros.node_process import NodeProcess
-from qvla_ros.sim_monitor import EpisodeResult, SimMonitor, Spinner, run_episode
+from qvla_ros.sim_monitor import EpisodeResult, run_episode
+from qvla_ros.sim_session import SimSession
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -89,21 +87,11 @@ def through_ros(
         "log_level": "warn",
     }
     specs = sim_demo_specs(values, ROOT / "install/qvla_ros/share/qvla_ros/config/robots")
-    procs = [NodeProcess(spec, log_dir=work / f"logs_{mode}") for spec in specs]
-    rclpy.init()
-    monitor = SimMonitor(load_robot_config(robot))
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
-    spinner = Spinner(executor)
+    session = SimSession(specs, load_robot_config(robot), log_dir=work / f"logs_{mode}")
+    monitor = session.monitor
     results: list[EpisodeResult] = []
     try:
-        deadline = time.monotonic() + 180
-        while not (monitor.now() > 0 and monitor.status is not None and monitor.status.lifecycle_state == 3):
-            dead = [p for p in procs if not p.alive()]
-            if dead or time.monotonic() > deadline:
-                logs = "\n".join(p.log()[-2000:] for p in procs)
-                raise RuntimeError(f"sim/policy did not come up:\n{logs}")
-            time.sleep(0.1)
+        session.wait_ready()
         wall0, sim0 = time.monotonic(), monitor.now()
         for _ in range(n):
             results.append(run_episode(monitor, "transfer the cube", seconds))
@@ -114,11 +102,7 @@ def through_ros(
         speed = (monitor.now() - sim0) / (time.monotonic() - wall0)
         delays = monitor.command_delays()
     finally:
-        spinner.stop()
-        monitor.destroy_node()
-        rclpy.try_shutdown()
-        for p in procs:
-            p.close()
+        session.close()
     return results, delays, speed
 
 

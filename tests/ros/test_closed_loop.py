@@ -19,15 +19,13 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim]
 pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh")
 pytest.importorskip("gym_aloha", reason="gym-aloha (MuJoCo ALOHA model) not installed")
 
-import rclpy  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from qvla_core.robot_io import load_robot_config  # noqa: E402
 from qvla_ros.bringup import sim_demo_specs, write_robot_variant  # noqa: E402
 from qvla_ros.node_process import NodeProcess  # noqa: E402
-from qvla_ros.sim_monitor import CommandRecord, SimMonitor, Spinner, run_episode  # noqa: E402
-from tests.ros.harness import INSTALL, REPO, wait_for  # noqa: E402
+from qvla_ros.sim_monitor import CommandRecord, SimMonitor, run_episode  # noqa: E402
+from qvla_ros.sim_session import SimSession  # noqa: E402
+from tests.ros.harness import INSTALL, REPO  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120
 RIGHT_CTRL = "/follower_right/arm_controller/joint_trajectory"
@@ -53,35 +51,17 @@ def loop(small_aloha: Path) -> Iterator[tuple[SimMonitor, list[NodeProcess]]]:
         "seed": "4",
     }
     specs = sim_demo_specs(values, INSTALL / "qvla_ros/share/qvla_ros/config/robots")
-    procs = [NodeProcess(spec) for spec in specs]
-    context = Context()
-    rclpy.init(context=context)
-    monitor = SimMonitor(load_robot_config(small_aloha), context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(monitor)
-    spinner = Spinner(executor)
+    session = SimSession(specs, load_robot_config(small_aloha))
     try:
-
-        def ready() -> bool:
-            for p in procs:
-                assert p.alive(), f"{p.spec.executable} exited:\n{p.log()[-3000:]}"
-            with monitor.lock:
-                status = monitor.status
-            return monitor.now() > 0.0 and status is not None and status.lifecycle_state == 3
-
-        wait_for(ready, 120.0, "the sim clock and an active policy node", poll=0.1)
-        yield monitor, procs
+        session.wait_ready(timeout=120.0)
+        yield session.monitor, session.procs
     finally:
-        spinner.stop()
-        monitor.destroy_node()
-        rclpy.shutdown(context=context)
-        logs = {p.spec.executable: p.log() for p in procs}
-        codes = {p.spec.executable: p.stop() for p in procs}
-        for p in procs:
-            p.close()
+        codes = session.close()
+    assert not session.stop_errors, session.stop_errors
     for exe, code in codes.items():
-        assert code == 0, f"{exe} exited with {code} on SIGINT:\n{logs[exe][-3000:]}"
-        assert "Traceback" not in logs[exe], logs[exe][-3000:]
+        log = session.logs[exe]
+        assert code == 0, f"{exe} exited with {code} on SIGINT:\n{log[-3000:]}"
+        assert "Traceback" not in log, log[-3000:]
 
 
 def _state_at(monitor: SimMonitor, topic: str, t: float) -> np.ndarray:

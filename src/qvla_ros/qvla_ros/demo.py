@@ -18,9 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
-
 from qvla_core.cli.build_checkpoint import tiny_random_command
 from qvla_core.robot_io import load_robot_config
 from qvla_ros.bringup import resolve_robot_config, sim_demo_specs, write_robot_variant
@@ -32,8 +29,8 @@ from qvla_ros.demo_report import (
     sim_rows,
     summary_table,
 )
-from qvla_ros.node_process import NodeProcess
-from qvla_ros.sim_monitor import SimMonitor, Spinner, run_episode
+from qvla_ros.sim_monitor import SimMonitor, run_episode
+from qvla_ros.sim_session import SimSession
 
 INSTRUCTION = "pick up the red cube with the right arm and hand it over to the left arm"
 SNAPSHOT_TIMES = (0.6, 1.6, 2.6, 3.6, 4.6)  # sim seconds into each episode
@@ -165,17 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     specs = sim_demo_specs(launch_values(args, robot_yaml, checkpoint), config_dir())
     logs = args.out / "logs"
-    procs = [NodeProcess(spec, log_dir=logs) for spec in specs]
+    session = SimSession(specs, config, log_dir=logs)
+    monitor = session.monitor
     print(f"demo: started {', '.join(s.executable for s in specs)} (logs in {logs})", flush=True)
-    rclpy.init()
-    monitor = SimMonitor(config)
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
-    spinner = Spinner(executor)
     results, snapshots = [], []
     code = 0
     try:
-        _wait_ready(monitor, procs)
+        session.wait_ready()
         from qvla_ros.sim_node import SIM_CHANNELS
 
         for episode in range(1, args.episodes + 1):
@@ -190,43 +183,23 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (TimeoutError, RuntimeError) as exc:
         print(f"demo: FAILED: {exc}", file=sys.stderr)
-        for proc in procs:
+        for proc in session.procs:
             print(f"--- {proc.log_path} (tail)\n{proc.log()[-2000:]}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         print("demo: interrupted; stopping the nodes and writing what was recorded", flush=True)
         code = 130
     finally:
-        spinner.stop()
+        for exe, exit_code in session.close().items():
+            if exit_code != 0:
+                print(f"demo: {exe} exited with {exit_code}", file=sys.stderr)
+        for error in session.stop_errors:
+            print(f"demo: {error}", file=sys.stderr)
+            code = 1
         with monitor.lock:
             chunks = list(monitor.chunks)
-        monitor.destroy_node()
-        rclpy.try_shutdown()
-        for proc in reversed(procs):
-            try:
-                if proc.stop() != 0:
-                    print(f"demo: {proc.spec.executable} exited with {proc.proc.returncode}", file=sys.stderr)
-            except RuntimeError as exc:
-                print(f"demo: {exc}", file=sys.stderr)
-                code = 1
     _write_report(args, results, chunks, snapshots)
     return code
-
-
-def _wait_ready(monitor: SimMonitor, procs: list[NodeProcess], timeout: float = 180.0) -> None:
-    """Until the sim clock runs and the policy node is active (model loaded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        dead = [p for p in procs if not p.alive()]
-        if dead:
-            raise RuntimeError(f"{dead[0].spec.executable} exited:\n{dead[0].log()[-3000:]}")
-        with monitor.lock:
-            status = monitor.status
-        if monitor.now() > 0.0 and status is not None and status.lifecycle_state == status.LIFECYCLE_ACTIVE:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"sim and policy not ready after {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 def _snapshot(
