@@ -59,6 +59,13 @@ class Channel(Strict):
         default=None, gt=0, description="Largest safe rate of change [units/s]; None = unlimited."
     )
 
+    def command_range(self) -> tuple[float, float]:
+        """The range a command to this channel is clamped into: its limits, and for a gripper
+        also the normalised 0..1 opening."""
+        if self.kind == ChannelKind.gripper:
+            return max(self.lower, 0.0), min(self.upper, 1.0)
+        return self.lower, self.upper
+
     @model_validator(mode="after")
     def _limits_ordered(self) -> Channel:
         """``lower`` and ``upper`` are finite and ``lower < upper``."""

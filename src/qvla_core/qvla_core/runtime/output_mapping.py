@@ -102,8 +102,6 @@ def hold_action(emb: Embodiment, state: npt.NDArray[np.floating]) -> FloatArray:
         ):
             if ch.name not in state_index:
                 raise ConfigError(f"cannot hold {ch.name}: it is not a state channel")
-            lo, hi = ch.lower, ch.upper
-            if ch.kind == ChannelKind.gripper:
-                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            lo, hi = ch.command_range()
             hold[j] = min(max(float(state[state_index[ch.name]]), lo), hi)
     return hold

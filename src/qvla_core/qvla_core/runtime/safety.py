@@ -58,11 +58,8 @@ class SafetyFilter:
         self.settings = settings
         self.n_state = len(embodiment.state)
         acts = embodiment.action
-        lower = np.array([c.lower for c in acts], dtype=np.float64)
-        upper = np.array([c.upper for c in acts], dtype=np.float64)
-        grip = np.array([c.kind == ChannelKind.gripper for c in acts])
-        self.lower = np.where(grip, np.maximum(lower, 0.0), lower)
-        self.upper = np.where(grip, np.minimum(upper, 1.0), upper)
+        ranges = np.array([c.command_range() for c in acts], dtype=np.float64).reshape(len(acts), 2)
+        self.lower, self.upper = ranges[:, 0], ranges[:, 1]
         self.max_velocity = np.array(
             [math.inf if c.max_velocity is None else c.max_velocity for c in acts], dtype=np.float64
         )
@@ -220,9 +217,7 @@ def hold_command(embodiment: Embodiment, measured_state: npt.ArrayLike) -> SafeC
         if ch.name not in index:
             missing.append(ch.name)
             continue
-        lo, hi = ch.lower, ch.upper
-        if ch.kind == ChannelKind.gripper:
-            lo, hi = max(lo, 0.0), min(hi, 1.0)
+        lo, hi = ch.command_range()
         value = state[index[ch.name]]
         point[a] = min(max(value, lo), hi)
         if point[a] != value:
