@@ -337,8 +337,9 @@ class _Sink(EngineSink):
         self._node, self._outputs = node, outputs
 
     def _send(self, send: Any, *args: Any) -> None:
-        # On Ctrl-C rclpy shuts the context down before main() stops the inference worker; a chunk
-        # finishing in between cannot be published any more. That is shutdown, not an inference fault.
+        # When the context is shut down from outside (rclpy.shutdown elsewhere) before main() stops the
+        # inference worker, a chunk finishing in between cannot be published any more. That is
+        # shutdown, not an inference fault. (Ctrl-C is handled by main(), which holds first.)
         try:
             send(*args)
         except Exception:
