@@ -25,18 +25,11 @@ from qvla_msgs.srv import SetInstruction
 from qvla_ros.bringup import NodeSpec, policy_node_spec
 from tests.ros.fake_robot import FakeRobot, to_sec
 from tests.ros.harness import InstalledNode, RosPeer, wait_for
+from tests.ros.node_rig import is_hold
 
 pytestmark = pytest.mark.ros
 
 INSTRUCTION = "pick up the cube and hand it over"
-
-
-def is_hold(msg: JointTrajectory) -> bool:
-    return to_sec(msg.header.stamp) == 0.0 and len(msg.points) == 1
-
-
-def start_node(spec: NodeSpec) -> InstalledNode:
-    return InstalledNode.from_spec(spec)
 
 
 def aloha_spec(checkpoint: Path, config_dir: Path, **overrides: str) -> NodeSpec:
@@ -70,7 +63,7 @@ class Rig:
 def rig(tiny_checkpoint: Path, config_dir: Path) -> Iterator[Rig]:
     spec = aloha_spec(tiny_checkpoint, config_dir)
     config = load_robot_config(spec.parameters["robot_config"])
-    node = start_node(spec)
+    node = InstalledNode.from_spec(spec)
     peer = RosPeer("fake_aloha")
     robot = FakeRobot(peer, config)
     rig = Rig(node, peer, robot, config)
