@@ -26,6 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from qvla_core.errors import CheckpointError
+from qvla_core.model.prefix_cache import (
+    PrefixMemo,
+    forward_with_shared_prefix,
+    shared_prefix_length,
+    supports_shared_prefix,
+)
 
 BackboneType = Literal["qwen2_5_vl", "qwen3_vl", "qwen3_5"]
 BACKBONE_TYPES: tuple[str, ...] = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
@@ -300,6 +306,10 @@ class Backbone(nn.Module):
                 f"(use -1 for the last layer after the final norm, 0 for the embeddings, 1..{n_layers})"
             )
         self.cond_layer = cond_layer
+        # The prompt's shared text prefix runs once per batch and, at inference, once per prompt
+        # (model/prefix_cache.py); only with the last layer as conditioning and softmax-attention LMs.
+        self.shared_prefix = cond_layer == -1 and supports_shared_prefix(model)
+        self.prefix_memo = PrefixMemo()
 
     @property
     def hidden_size(self) -> int:
@@ -360,6 +370,21 @@ class Backbone(nn.Module):
         mm_token_type_ids: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """(cond (B, L, hidden), cond_mask (B, L) bool) for one batch of prompts + images."""
+        prefix = (
+            shared_prefix_length(input_ids, attention_mask, self.image_token_id) if self.shared_prefix else 0
+        )
+        if prefix > 0:
+            hidden_states = forward_with_shared_prefix(
+                self.model,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values.to(self.model.dtype),
+                image_grid_thw=image_grid_thw,
+                mm_token_type_ids=mm_token_type_ids,
+                prefix_length=prefix,
+                memo=self.prefix_memo,
+            )
+            return hidden_states, attention_mask.to(torch.bool)
         inner = self.model.model
         want_all = self.cond_layer != -1
         out = inner(
