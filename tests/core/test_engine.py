@@ -401,3 +401,30 @@ def test_rtc_first_chunk_is_inpainted_from_the_measured_position(rig: Any) -> No
     wait(lambda: len(policy.calls) >= 2)
     second = policy.calls[1]
     assert second.action_prefix is not None, "later chunks are inpainted from the committed plan"
+
+
+def test_safety_clamps_and_rejections_are_counted_per_chunk_and_channel(rig: Any) -> None:
+    engine, policy, sink, clock = rig
+    engine.activate()
+    engine.set_instruction("go", reset=True)
+    original = policy.infer
+
+    def fast_elbow(obs: Observation) -> ActionChunk:
+        chunk = original(obs)
+        actions = chunk.actions.copy()
+        actions[10:, 9] += 1.5  # right elbow: 1.5 rad in one 20 ms step, far above 3.14 rad/s
+        return ActionChunk(actions, chunk.channel_names, chunk.dt, chunk.observation_stamp, chunk.latency)
+
+    policy.infer = fast_elbow  # type: ignore[method-assign]
+    feed(engine, clock)
+    wait(lambda: sink.trajectories)
+    snap = engine.snapshot()
+    assert snap.safety_clamped == 1 and snap.safety_rejected == 0
+    assert snap.clamped_channels == {"right_elbow": 1}
+    assert snap.key_values()["safety_clamped_chunks"] == "1"
+    policy.nan = True
+    clock.t += 0.1
+    feed(engine, clock)
+    wait(lambda: engine.snapshot().run_state == RunState.FAULT)
+    snap = engine.snapshot()
+    assert snap.safety_rejected == 1 and snap.key_values()["safety_rejected_chunks"] == "1"

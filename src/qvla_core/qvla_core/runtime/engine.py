@@ -71,6 +71,9 @@ class Snapshot:
     rejections: dict[str, int] = field(default_factory=dict)
     stage_latency: dict[str, float] = field(default_factory=dict)
     conditioned_on: str = ""
+    safety_clamped: int = 0  # chunks with at least one point clamped (velocity or position limit)
+    safety_rejected: int = 0  # chunks the safety filter rejected (nothing of them was sent)
+    clamped_channels: dict[str, int] = field(default_factory=dict)  # chunks that clamped each channel
 
     def summary(self) -> str:
         text = f"{self.run_state.name.lower()}, {self.chunks} chunks, {self.commands} commands"
@@ -89,6 +92,9 @@ class Snapshot:
         }
         kv.update({f"latency_{k}_s": f"{v:.4f}" for k, v in self.stage_latency.items()})
         kv.update({f"rejected_{k}": str(v) for k, v in self.rejections.items()})
+        kv["safety_clamped_chunks"] = str(self.safety_clamped)
+        kv["safety_rejected_chunks"] = str(self.safety_rejected)
+        kv.update({f"clamped_{k}": str(v) for k, v in self.clamped_channels.items()})
         return kv
 
 
@@ -151,6 +157,8 @@ class PolicyEngine:
         self._last_used_stamp = -math.inf
         self._holding = False
         self._chunks = self._commands = 0
+        self._safety_clamped = self._safety_rejected = 0
+        self._clamped_channels: dict[str, int] = {}
         self._last_latency = 0.0
         self._stage_latency: dict[str, float] = {}
         self._delay_mean = self._delay_dev = 0.0
@@ -386,23 +394,28 @@ class PolicyEngine:
             self._last_latency = chunk.total_latency
             self._stage_latency = dict(chunk.latency)
             self._conditioned_on = instruction
+            clamped: set[str] = set()
             try:
                 if self._waypoint_cols is not None:
-                    safe = self._safety.check(chunk.actions, None, chunk.dt).positions
+                    checked = self._safety.check(chunk.actions, None, chunk.dt)
+                    clamped.update(checked.clamped)
+                    safe = checked.positions
                     traj = None
                 else:
                     # The first sent point is due later than the state was measured: allow for that.
                     first_step = self._scheduler.planned_start(chunk.observation_stamp, now) - state_stamp
-                    traj = self._scheduler.splice(
-                        chunk,
-                        now,
-                        safety=lambda rows: (
-                            self._safety.check(rows, state, chunk.dt, first_step_s=first_step).positions
-                        ),
-                    )
+
+                    def guard(rows: Any) -> Any:
+                        checked = self._safety.check(rows, state, chunk.dt, first_step_s=first_step)
+                        clamped.update(checked.clamped)
+                        return checked.positions
+
+                    traj = self._scheduler.splice(chunk, now, safety=guard)
             except (SafetyError, ValueError) as exc:
                 fault = f"chunk rejected by safety: {exc}"
+                self._safety_rejected += 1
             else:
+                self._count_clamps(clamped)
                 fault = ""
                 if self._run == RunState.FAULT:
                     self._run = RunState.RUNNING
@@ -469,6 +482,13 @@ class PolicyEngine:
             self._update_delay(wall)
         return wall
 
+    def _count_clamps(self, channels: set[str]) -> None:
+        """Under the lock: one more chunk that the safety filter had to clamp, per channel."""
+        if channels:
+            self._safety_clamped += 1
+            for name in channels:
+                self._clamped_channels[name] = self._clamped_channels.get(name, 0) + 1
+
     def _count_command(self) -> None:
         with self._lock:
             self._commands += 1
@@ -489,6 +509,9 @@ class PolicyEngine:
                 rejections=dict(self._rejections),
                 stage_latency=dict(self._stage_latency),
                 conditioned_on=self._conditioned_on,
+                safety_clamped=self._safety_clamped,
+                safety_rejected=self._safety_rejected,
+                clamped_channels=dict(self._clamped_channels),
             )
 
     def shutdown(self) -> None:
