@@ -75,6 +75,8 @@ class EpisodeResult:
     median_inference_ms: float
     start: float  # sim time
     end: float
+    safety_clamped: int = 0  # chunks of this episode the policy node's safety filter clamped
+    safety_rejected: int = 0  # ... and rejected (from /diagnostics)
 
 
 class _Rates:
@@ -124,6 +126,7 @@ class SimMonitor(Node):
         self.frames: deque[tuple[float, Image]] = deque(maxlen=40)
         self.status: PolicyStatus | None = None
         self.stages: dict[str, float] = {}
+        self.safety = {"clamped": 0, "rejected": 0}  # the policy node's counters since activation
         depth = QoSProfile(depth=100)
         self.create_subscription(Clock, "/clock", self._on_clock, depth)
         self.create_subscription(Int32, f"/{sim_name}/reward", self._on_reward, depth)
@@ -182,16 +185,21 @@ class SimMonitor(Node):
         for status in msg.status:
             if status.hardware_id != "qvla":
                 continue
-            stages = {}
+            stages, safety = {}, {}
             for kv in status.values:
-                m = re.fullmatch(r"latency_(\w+)_s", kv.key)
-                if m:
-                    try:
+                m = re.fullmatch(r"latency_(\w+)_s|safety_(clamped|rejected)_chunks", kv.key)
+                if not m:
+                    continue
+                try:
+                    if m.group(1):
                         stages[m.group(1)] = float(kv.value)
-                    except ValueError:
-                        continue
+                    else:
+                        safety[m.group(2)] = int(kv.value)
+                except ValueError:
+                    continue
             with self.lock:
                 self.stages = stages
+                self.safety.update(safety)
 
     def _on_state(self, topic: str, msg: JointState) -> None:
         self.rates.tick("joint states")
@@ -341,6 +349,8 @@ def run_episode(
         seed = int(m.group(1)) if m else None
         monitor.wait_sim(monitor.now() + 0.1, 60.0)  # fresh states and frames of the new scene
     monitor.instruct(instruction)
+    with monitor.lock:
+        safety_before = dict(monitor.safety)
     monitor.trigger(monitor.resume_client)
     start = monitor.now()
     end = start + seconds
@@ -357,6 +367,7 @@ def run_episode(
         rewards = [(t, r) for t, r in monitor.rewards if start < t <= end]
         chunks = [c for c in monitor.chunks if start <= c.observation_stamp <= end]
         commands = sum(1 for c in monitor.commands if start < c.received_sim <= end)
+        safety = {k: v - safety_before[k] for k, v in monitor.safety.items()}
     first = next((t for t, r in rewards if r >= SUCCESS_REWARD), None)
     latencies = [c.inference_s * 1e3 for c in chunks]
     return EpisodeResult(
@@ -370,4 +381,6 @@ def run_episode(
         median_inference_ms=float(np.median(latencies)) if latencies else float("nan"),
         start=start,
         end=end,
+        safety_clamped=safety["clamped"],
+        safety_rejected=safety["rejected"],
     )
