@@ -14,6 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from qvla_core.data.writer import DatasetWriter
+from qvla_core.embodiment import Embodiment, load_embodiment
+
+REPO = Path(__file__).resolve().parents[2]
 
 NAMES = tuple(
     f"{side}_{joint}"
@@ -42,9 +45,10 @@ class Written:
     actions: list[npt.NDArray[np.float32]] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     start_stamps: list[float] = field(default_factory=list)
+    cameras: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(CAMERAS))
 
     def image(self, episode: int, frame: int, camera: str) -> npt.NDArray[np.uint8]:
-        return frame_image(episode, frame, list(CAMERAS).index(camera), CAMERAS[camera])
+        return frame_image(episode, frame, list(self.cameras).index(camera), self.cameras[camera])
 
 
 def write_dataset(
@@ -58,7 +62,7 @@ def write_dataset(
 ) -> Written:
     cams = CAMERAS if cameras is None else cameras
     rng = np.random.default_rng(seed)
-    out = Written(root, fps)
+    out = Written(root, fps, cameras=dict(cams))
     with DatasetWriter(
         root, fps=fps, robot_type="aloha", state_names=NAMES, action_names=NAMES, cameras=cams
     ) as writer:
@@ -76,3 +80,36 @@ def write_dataset(
             out.tasks.append(task)
             out.start_stamps.append(t0)
     return out
+
+
+def embodiment(
+    cameras: dict[str, tuple[int, int]] | None = None,
+    *,
+    rate: float = 50.0,
+    horizon: int = 8,
+    history: dict[str, dict[str, float]] | None = None,
+    channels: Sequence[str] = NAMES,
+) -> Embodiment:
+    """The ALOHA embodiment of config/robots/aloha.yaml with these cameras, rate and horizon."""
+    base = load_embodiment(REPO / "config/robots/aloha.yaml").model_dump(mode="json")
+    by_name = {c["name"]: c for c in base["state"]}
+    picked = [
+        by_name.get(n, {"name": n, "kind": "joint_position", "lower": -3.0, "upper": 3.0}) for n in channels
+    ]
+    cams = CAMERAS if cameras is None else cameras
+    base.update(
+        control_rate_hz=rate,
+        horizon=horizon,
+        state=picked,
+        action=picked,
+        cameras=[
+            {
+                "name": n,
+                "height": h,
+                "width": w,
+                "history": (history or {}).get(n, {"frames": 1, "stride_s": 0.0}),
+            }
+            for n, (h, w) in cams.items()
+        ],
+    )
+    return Embodiment.model_validate(base)
