@@ -115,3 +115,19 @@ def make_observation(
 @pytest.fixture(scope="session")
 def obs_factory() -> Callable[..., Observation]:
     return make_observation
+
+
+@pytest.fixture(scope="session")
+def hf_release(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``hf_release(backbone_type)``: a tiny directory laid out as that Qwen release (built once)."""
+    from tests.model.hf_release import write_release
+
+    built: dict[str, Path] = {}
+
+    def get(backbone_type: str) -> Path:
+        if backbone_type not in built:
+            root = tmp_path_factory.mktemp("releases") / backbone_type
+            built[backbone_type] = write_release(root, backbone_type)
+        return built[backbone_type]
+
+    return get

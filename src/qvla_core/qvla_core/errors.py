@@ -29,3 +29,7 @@ class ObservationError(QvlaError):
 
 class SafetyError(QvlaError):
     """A command was rejected by the safety layer."""
+
+
+class DeviceError(QvlaError):
+    """The requested device or dtype cannot run here (no CUDA, unsupported dtype, out of memory)."""

@@ -1,4 +1,4 @@
-"""``qvla-build-checkpoint``: write a random-initialised Qwen-VLA checkpoint directory.
+"""``qvla-build-checkpoint``: write a Qwen-VLA checkpoint directory (random, or on a pretrained VLM).
 
 Examples::
 
@@ -6,10 +6,19 @@ Examples::
         --robot config/robots/aloha.yaml --stats-from-limits
     qvla-build-checkpoint --out /data/qvla-full --preset full --backbone qwen3_5 \\
         --robot config/robots/aloha.yaml --stats-from-limits
+    qvla-build-checkpoint --out /data/qvla-aloha --preset full --backbone-from /models/Qwen3.5-4B \\
+        --robot config/robots/aloha.yaml --stats-from-limits
+
+``--backbone-from DIR``: DIR is a Hugging Face model directory of Qwen3.5 / Qwen3-VL / Qwen2.5-VL
+as published (docs/pretrained_backbones.md); the checkpoint keeps its tokenizer, chat template
+and image settings, references DIR (``--link-backbone``: a ``backbone`` symlink to it,
+``--copy-backbone``: a copy) and gets a new random decoder of ``--preset``'s shape, fitted to DIR's
+hidden size and to the robots. ``qvla-train`` then fine-tunes it.
 
 Norm stats for each ``--robot``: its YAML ``embodiment.normalization`` if present,
 else (with ``--stats-from-limits``) quantile stats mapping the channel limits to
-[-1, 1]. Nothing is downloaded; the tokenizer is trained locally.
+[-1, 1]. Nothing is downloaded; random checkpoints get a tokenizer trained locally.
+``--no-weights`` writes the configs only and reports the parameter counts (meta device).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import json
 import sys
 
 from qvla_core.embodiment import load_embodiment
-from qvla_core.errors import QvlaError
+from qvla_core.errors import CheckpointError, QvlaError
 from qvla_core.model.backbone import BACKBONE_TYPES
 from qvla_core.model.builder import PRESETS, build_checkpoint
 
@@ -36,7 +45,24 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qvla-build-checkpoint", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--preset", choices=PRESETS, default="tiny")
-    p.add_argument("--backbone", choices=BACKBONE_TYPES, default="qwen3_vl")
+    p.add_argument(
+        "--backbone", choices=BACKBONE_TYPES, default=None, help="random backbone type (default qwen3_vl)"
+    )
+    p.add_argument(
+        "--backbone-from",
+        metavar="DIR",
+        default=None,
+        help="a pretrained Qwen VLM directory (config.json, safetensors, tokenizer, preprocessor config)",
+    )
+    link = p.add_mutually_exclusive_group()
+    link.add_argument(
+        "--link-backbone", action="store_true", help="with --backbone-from: backbone/ is a symlink to DIR"
+    )
+    link.add_argument(
+        "--copy-backbone", action="store_true", help="with --backbone-from: copy DIR's files into backbone/"
+    )
+    p.add_argument("--action-width", type=int, default=None, help="padded action channels of the decoder")
+    p.add_argument("--max-horizon", type=int, default=None, help="longest action chunk the decoder takes")
     p.add_argument("--robot", action="append", default=[], metavar="YAML", help="robot YAML (repeatable)")
     p.add_argument(
         "--stats-from-limits",
@@ -55,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-weights",
         action="store_true",
-        help="write configs, tokenizer and stats only (shape inspection; such a directory does not load)",
+        help="write configs, tokenizer and stats only and report the parameter counts (shape inspection; "
+        "such a directory does not load)",
     )
     return p
 
@@ -79,10 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         embodiments = [load_embodiment(path) for path in args.robot]
+        mode = "link" if args.link_backbone else "copy" if args.copy_backbone else "reference"
+        if args.backbone_from is None and mode != "reference":
+            raise CheckpointError("--link-backbone / --copy-backbone need --backbone-from DIR")
         info = build_checkpoint(
             args.out,
             preset=args.preset,
-            backbone_type=args.backbone,
+            backbone_type=args.backbone if args.backbone or args.backbone_from else "qwen3_vl",
+            backbone_from=args.backbone_from,
+            backbone_mode=mode,
+            action_width=args.action_width,
+            max_horizon=args.max_horizon,
             embodiments=embodiments,
             stats_from_limits=args.stats_from_limits,
             seed=args.seed,
@@ -94,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except QvlaError as exc:
         print(f"qvla-build-checkpoint: error: {exc}", file=sys.stderr)
         return 2
+    for warning in info.get("warnings", []):
+        print(f"qvla-build-checkpoint: warning: {warning}", file=sys.stderr)
     print(json.dumps(info, indent=2))
     return 0
 

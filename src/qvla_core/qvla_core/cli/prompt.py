@@ -33,14 +33,12 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(render_prompt(CHAT_TEMPLATE, embodiment, args.instruction))
             return 0
-        from pathlib import Path
-
         from qvla_core.model import checkpoint as ckpt
         from qvla_core.model.processor import QwenVLAProcessor
 
         root = ckpt.check_dir(args.checkpoint)
         cfg = ckpt.read_policy_config(root)
-        processor = QwenVLAProcessor.from_pretrained(Path(root) / ckpt.BACKBONE_DIR, cfg.image_size)
+        processor = QwenVLAProcessor.from_pretrained(ckpt.backbone_dir(root, cfg), cfg.image_size)
         sys.stdout.write(processor.prompt_text(embodiment, args.instruction))
         ids = processor.prompt_ids(embodiment, args.instruction)
         print(

@@ -38,7 +38,8 @@ GPU readiness
     host syncs: the time grid is precomputed, there is no ``.item()`` and no branching on tensor
     values. Cross-attention K/V of the backbone tokens are projected once per ``sample()`` and
     reused by every step. :meth:`ActionDecoder.enable_compiled_step` wraps the per-step function
-    with ``torch.compile`` (off by default).
+    with ``torch.compile`` (off by default); model/denoise_graph.py captures the whole loop as a CUDA
+    graph.
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ def _randn(
     """fp32 normal noise drawn on the generator's device (a CPU generator works for a GPU model)."""
     where = device if generator is None else generator.device
     return torch.randn(shape, generator=generator, device=where, dtype=torch.float32).to(device)
+
+
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """The starting noise of :meth:`ActionDecoder.sample` as it draws it (for callers that draw it
+    outside, e.g. a CUDA-graph replay: same generator, same noise)."""
+    return _randn(shape, generator, device)
 
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:

@@ -26,6 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from qvla_core.errors import CheckpointError
+from qvla_core.model.device import (
+    DTYPES,
+    LOAD_ADVICE,
+    Placement,
+    oom_as_error,
+    require_accelerate,
+    resolve_placement,
+)
 from qvla_core.model.prefix_cache import (
     PrefixMemo,
     forward_with_shared_prefix,
@@ -69,7 +77,8 @@ def model_class(backbone_type: str) -> Any:
     return getattr(transformers, names[backbone_type])
 
 
-def _config_class(backbone_type: str) -> Any:
+def config_class(backbone_type: str) -> Any:
+    """The transformers config class of a backbone type."""
     import transformers
 
     names = {"qwen2_5_vl": "Qwen2_5_VLConfig", "qwen3_vl": "Qwen3VLConfig", "qwen3_5": "Qwen3_5Config"}
@@ -98,7 +107,7 @@ def tiny_config(backbone_type: str, vocab_size: int, token_ids: dict[str, int]) 
     within the vision depth, a square number of vision position embeddings.
     """
     ids = _token_ids(token_ids)
-    cls = _config_class(backbone_type)
+    cls = config_class(backbone_type)
     common_text: dict[str, Any] = {
         "vocab_size": vocab_size,
         "hidden_size": 64,
@@ -193,7 +202,7 @@ def full_config(backbone_type: str, token_ids: dict[str, int], vocab_size: int |
     defaults to the release's; the tokenizer's ids must lie within it.
     """
     ids = _token_ids(token_ids)
-    cls = _config_class(backbone_type)
+    cls = config_class(backbone_type)
     if backbone_type == "qwen3_5":
         text: dict[str, Any] = {
             "vocab_size": vocab_size or 248320,
@@ -331,33 +340,43 @@ class Backbone(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
+        *,
+        placement: Placement | None = None,
+        adapter: Path | None = None,
     ) -> Backbone:
-        """Load a backbone directory (``save_pretrained`` output), chosen by its ``model_type``."""
-        import json
+        """Load a backbone directory (a Hugging Face model directory), chosen by its ``model_type``.
 
+        Weights go straight onto the device through ``device_map`` on every device (CPU included,
+        so the path a GPU takes is the one every test runs). Missing or mis-shaped weights are an
+        error, not a silent random init. ``adapter``: a peft LoRA directory applied and merged.
+        """
         path = Path(path)
-        config_file = path / "config.json"
-        try:
-            model_type = json.loads(config_file.read_text(encoding="utf-8"))["model_type"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{config_file}: cannot read the backbone's model_type: {exc}") from exc
+        if placement is None:
+            name = next(k for k, v in DTYPES.items() if v == dtype)
+            placement = resolve_placement(str(device), name)
+        model_type = read_model_type(path)
+        require_accelerate()
         klass = model_class(model_type)
-        try:
-            with quiet_hf():
-                on_cpu = torch.device(device).type == "cpu"
-                model = klass.from_pretrained(
-                    str(path),
-                    dtype=dtype,
-                    attn_implementation=attn_implementation,
-                    local_files_only=True,
-                    # straight onto the accelerator, without a full copy in host memory
-                    **({} if on_cpu else {"device_map": str(device)}),
-                )
-        except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError, ...
-            raise CheckpointError(
-                f"{path}: cannot load the {model_type} backbone: {type(exc).__name__}: {exc}"
-            ) from exc
-        model.to(device)
+        with oom_as_error(placement, f"loading the {model_type} backbone from {path}", LOAD_ADVICE):
+            try:
+                with quiet_hf():
+                    model, info = klass.from_pretrained(
+                        str(path),
+                        dtype=placement.dtype,
+                        attn_implementation=attn_implementation,
+                        local_files_only=True,
+                        device_map=placement.device_map(),
+                        output_loading_info=True,
+                    )
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError, ...
+                raise CheckpointError(
+                    f"{path}: cannot load the {model_type} backbone: {type(exc).__name__}: {exc}"
+                ) from exc
+            _check_loading_info(path, model, info)
+            if adapter is not None:
+                model = merge_adapter(model, adapter)
         model.eval()
         return cls(model, model_type, cond_layer)
 
@@ -399,3 +418,44 @@ class Backbone(nn.Module):
         )
         hidden = out.hidden_states[self.cond_layer] if want_all else out.last_hidden_state
         return hidden, attention_mask.to(torch.bool)
+
+
+def read_model_type(path: Path) -> str:
+    from qvla_core.model.pretrained import read_model_type as read
+
+    return read(path)
+
+
+def _check_loading_info(path: Path, model: Any, info: dict[str, Any]) -> None:
+    """transformers fills weights missing from the files with random values and only warns: refuse."""
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing = sorted(k for k in info.get("missing_keys", ()) if k not in tied)
+    mismatched = sorted(
+        str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys", ())
+    )
+    if missing or mismatched:
+        raise CheckpointError(
+            f"{path}: the weight files do not fit config.json: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, wrong shape {mismatched[:5]}"
+        )
+
+
+def merge_adapter(model: Any, adapter: Path) -> Any:
+    """Apply a peft LoRA adapter directory to ``model`` and merge it into the weights (inference)."""
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{config_file}: missing file (backbone_adapter names {adapter})")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise CheckpointError(
+            f"{adapter}: applying a LoRA adapter needs peft: pip install peft==0.21.2"
+        ) from None
+    try:
+        with quiet_hf():
+            wrapped = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{adapter}: cannot apply the LoRA adapter: {type(exc).__name__}: {exc}"
+        ) from exc
+    return wrapped.merge_and_unload()

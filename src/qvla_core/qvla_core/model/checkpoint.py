@@ -4,12 +4,24 @@ Layout::
 
     CHECKPOINT/
       policy_config.json    format_version, backbone_type, cond_layer, decoder (DecoderConfig),
-                            image_size [height, width], dtype (the weights' dtype)
-      backbone/             Hugging Face save_pretrained output: config.json + model weights
-                            (model.safetensors), tokenizer (tokenizer.json, tokenizer_config.json,
-                            chat_template.jinja) and preprocessor_config.json (image processor)
+                            image_size [height, width], dtype (the weights' dtype); optional:
+                            backbone_path, backbone_adapter, training, extra
+      backbone/             a Hugging Face model directory (model/pretrained.py): config.json,
+                            weights (model.safetensors or shards + index), tokenizer files, chat
+                            template, preprocessor_config.json. Or wherever ``backbone_path`` says
+                            (relative to CHECKPOINT, or absolute): a multi-GB pretrained backbone
+                            is referenced, not copied. ``backbone/`` may also be a symlink.
+      backbone_lora/        optional (``backbone_adapter``): a peft LoRA adapter on that backbone
+                            (adapter_config.json + adapter_model.safetensors), merged on load
       decoder.safetensors   ActionDecoder state dict
       norm_stats.json       {embodiment name: {"state": NormStats, "action": NormStats}}
+
+``training`` is free-form provenance a trainer writes (command, dataset fingerprints, git commit);
+``extra`` is free-form too; neither is interpreted. The optional keys are read in format version 1
+(a plain checkpoint stays byte-identical to one an older qvla wrote and reads).
+
+Checkpoints are written with :func:`write_atomically`: into a sibling temporary directory that is
+renamed into place only when complete, so a crash or a full disk never leaves half a checkpoint.
 
 Every problem found on load is a :class:`~qvla_core.errors.CheckpointError`
 naming the file and what is wrong.
@@ -17,25 +29,31 @@ naming the file and what is wrong.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
 
 from qvla_core.embodiment import Embodiment, Normalization
 from qvla_core.errors import CheckpointError, ConfigError
 from qvla_core.model.action_decoder import ActionDecoder, DecoderConfig
 from qvla_core.model.backbone import BACKBONE_TYPES
+from qvla_core.model.device import DTYPES
 
 FORMAT_VERSION = 1
 POLICY_CONFIG = "policy_config.json"
 BACKBONE_DIR = "backbone"
 DECODER_FILE = "decoder.safetensors"
 NORM_STATS = "norm_stats.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ADAPTER_DIR = "backbone_lora"
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,9 @@ class PolicyConfig:
     cond_layer: int = -1
     dtype: str = "float32"
     format_version: int = FORMAT_VERSION
+    backbone_path: str = BACKBONE_DIR
+    backbone_adapter: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +79,9 @@ class PolicyConfig:
             "decoder": self.decoder.to_dict(),
             "image_size": list(self.image_size),
             "dtype": self.dtype,
+            **({"backbone_path": self.backbone_path} if self.backbone_path != BACKBONE_DIR else {}),
+            **({"backbone_adapter": self.backbone_adapter} if self.backbone_adapter else {}),
+            **({"training": self.training} if self.training else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -69,7 +93,7 @@ class PolicyConfig:
         missing = [k for k in required if k not in data]
         if missing:
             raise CheckpointError(f"{source}: missing key(s) {missing}")
-        known = {*required, "cond_layer", "dtype", "extra"}
+        known = {*required, "cond_layer", "dtype", "backbone_path", "backbone_adapter", "training", "extra"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise CheckpointError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(known)}")
@@ -104,14 +128,29 @@ class PolicyConfig:
             decoder = DecoderConfig.from_dict(data["decoder"])
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(f"{source}: decoder: {exc}") from exc
-        extra = data.get("extra", {})
+        for key in ("training", "extra"):
+            if not isinstance(data.get(key, {}), dict):
+                raise CheckpointError(f"{source}: {key} must be an object, got {data[key]!r}")
+        backbone_path = data.get("backbone_path", BACKBONE_DIR)
+        if not isinstance(backbone_path, str) or not backbone_path:
+            raise CheckpointError(f"{source}: backbone_path must be a non-empty path, got {backbone_path!r}")
+        adapter = data.get("backbone_adapter")
+        if adapter is not None and (
+            not isinstance(adapter, str) or not adapter or Path(adapter).is_absolute()
+        ):
+            raise CheckpointError(
+                f"{source}: backbone_adapter must be a directory name inside the checkpoint, got {adapter!r}"
+            )
         return cls(
             backbone_type=backbone_type,
             decoder=decoder,
             image_size=(size[0], size[1]),
             cond_layer=cond_layer,
             dtype=dtype,
-            extra=extra if isinstance(extra, dict) else {},
+            backbone_path=backbone_path,
+            backbone_adapter=adapter,
+            training=data.get("training", {}),
+            extra=data.get("extra", {}),
         )
 
 
@@ -133,7 +172,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def check_dir(path: str | Path) -> Path:
-    """The checkpoint directory, with every required entry present."""
+    """The checkpoint directory, with every required file present (the backbone: :func:`backbone_dir`)."""
     root = Path(path)
     if not root.is_dir():
         raise CheckpointError(f"{root}: checkpoint directory does not exist")
@@ -143,11 +182,62 @@ def check_dir(path: str | Path) -> Path:
                 f"{root / name}: missing file (a checkpoint needs {POLICY_CONFIG}, "
                 f"{BACKBONE_DIR}/, {DECODER_FILE}, {NORM_STATS})"
             )
-    if not (root / BACKBONE_DIR).is_dir():
-        raise CheckpointError(f"{root / BACKBONE_DIR}: missing backbone directory")
-    if not (root / BACKBONE_DIR / "config.json").is_file():
-        raise CheckpointError(f"{root / BACKBONE_DIR / 'config.json'}: missing file")
     return root
+
+
+def backbone_dir(root: Path, cfg: PolicyConfig) -> Path:
+    """Where the checkpoint's backbone is (``backbone_path``, relative to ``root`` or absolute)."""
+    path = Path(cfg.backbone_path).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_dir():
+        named = "" if cfg.backbone_path == BACKBONE_DIR else f" (backbone_path in {root / POLICY_CONFIG})"
+        raise CheckpointError(f"{path}: missing backbone directory{named}")
+    return path
+
+
+def adapter_dir(root: Path, cfg: PolicyConfig) -> Path | None:
+    """The LoRA adapter directory named by ``backbone_adapter``, or None."""
+    if cfg.backbone_adapter is None:
+        return None
+    path = root / cfg.backbone_adapter
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{path}: missing adapter directory (backbone_adapter in {root / POLICY_CONFIG})"
+        )
+    return path
+
+
+@contextmanager
+def write_atomically(path: str | Path) -> Iterator[Path]:
+    """Write a checkpoint directory into a temporary sibling of ``path``; rename it into place at the end.
+
+    If the block fails (a full disk, a crash, Ctrl-C) the temporary directory is removed and whatever
+    was at ``path`` before is left as it was. An existing ``path`` is replaced only once the new
+    one is complete (moved aside, the new one renamed in, the old one removed).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            kept = "the previous checkpoint there is unchanged" if final.exists() else "nothing was written"
+            raise CheckpointError(
+                f"{final}: no space left on the device while saving the checkpoint; {kept}; free some space "
+                "and save again"
+            ) from exc
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}") if final.exists() else None
+    if old is not None:
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_policy_config(root: Path) -> PolicyConfig:

@@ -27,25 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
 from qvla_core.embodiment import Embodiment, Normalization
 from qvla_core.errors import CheckpointError, ObservationError
 from qvla_core.model import checkpoint as ckpt
+from qvla_core.model import saving
 from qvla_core.model.action_decoder import ActionDecoder
-from qvla_core.model.backbone import Backbone, model_class, quiet_hf, text_hidden_size
+from qvla_core.model.backbone import Backbone, model_class, text_hidden_size
+from qvla_core.model.denoise_graph import DenoiseGraphs
+from qvla_core.model.device import INFER_ADVICE, Placement, oom_as_error, resolve_placement, synchronize
+from qvla_core.model.loader import load_checkpoint
 from qvla_core.model.normalization import EmbodimentNormalizer, resolve_normalization
 from qvla_core.model.processor import QwenVLAProcessor
 from qvla_core.policy import ActionChunk, FloatArray, Observation
 
 STAGES = ("preprocess", "backbone", "denoise", "postprocess")
-
-
-def _dtype(name: str) -> torch.dtype:
-    if name not in ckpt.DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(ckpt.DTYPES)}, got {name!r}")
-    return ckpt.DTYPES[name]
+DENOISE_MODES = ("eager", "compile", "cuda_graph")
 
 
 class QwenVLAPolicy:
@@ -77,6 +77,13 @@ class QwenVLAPolicy:
         self.normalizer = normalizer
         self._generator: torch.Generator | None = None
         self.checkpoint_path: Path | None = None
+        # Where the backbone came from and its weights' version then (saving by reference needs both).
+        self.backbone_source: Path | None = None
+        self.backbone_loaded_version: int | None = None
+        self.placement: Placement = resolve_placement(str(self.device), self._dtype_name(decoder))
+        self.denoise_mode = "eager"
+        self._graphs: DenoiseGraphs | None = None
+        self._warm = False
         self.reset()
         n_act, n_state = len(embodiment.action), len(embodiment.state)
         d = config.decoder
@@ -99,61 +106,26 @@ class QwenVLAPolicy:
         seed: int | None = None,
         attn_implementation: str = "sdpa",
     ) -> QwenVLAPolicy:
-        """Load and validate a checkpoint directory (see :mod:`qvla_core.model.checkpoint`)."""
-        torch_dtype = _dtype(dtype)
-        root = ckpt.check_dir(path)
-        cfg = ckpt.read_policy_config(root)
-        stats = ckpt.read_norm_stats(root)
-        ckpt.check_embodiment(cfg, embodiment, stats, root)
-        normalizer = resolve_normalization(embodiment, stats, root / ckpt.NORM_STATS)
-        backbone_dir = root / ckpt.BACKBONE_DIR
-        backbone = Backbone.from_pretrained(
-            backbone_dir,
-            cond_layer=cfg.cond_layer,
-            dtype=torch_dtype,
-            device=device,
-            attn_implementation=attn_implementation,
+        """Load and validate a checkpoint directory (the checks: :mod:`qvla_core.model.loader`)."""
+        parts = load_checkpoint(
+            path, embodiment, device=device, dtype=dtype, attn_implementation=attn_implementation
         )
-        if backbone.backbone_type != cfg.backbone_type:
-            raise CheckpointError(
-                f"{root / ckpt.POLICY_CONFIG}: backbone_type {cfg.backbone_type!r} but "
-                f"{backbone_dir / 'config.json'} has model_type {backbone.backbone_type!r}"
-            )
-        if cfg.decoder.cond_dim != backbone.hidden_size:
-            raise CheckpointError(
-                f"{root / ckpt.POLICY_CONFIG}: decoder.cond_dim {cfg.decoder.cond_dim} != backbone hidden "
-                f"size {backbone.hidden_size} ({backbone_dir / 'config.json'})"
-            )
-        processor = QwenVLAProcessor.from_pretrained(backbone_dir, cfg.image_size)
-        vision = backbone.vision_config
-        if int(vision.patch_size) != processor.spec.patch_size or int(vision.spatial_merge_size) != (
-            processor.spec.merge_size
-        ):
-            raise CheckpointError(
-                f"{backbone_dir / 'preprocessor_config.json'}: patch_size/merge_size "
-                f"{processor.spec.patch_size}/{processor.spec.merge_size} do not match the vision config "
-                f"{vision.patch_size}/{vision.spatial_merge_size}"
-            )
-        if processor.image_token_id != backbone.image_token_id:
-            raise CheckpointError(
-                f"{backbone_dir}: the tokenizer's <|image_pad|> id {processor.image_token_id} != the model's "
-                f"image_token_id {backbone.image_token_id}"
-            )
-        decoder = ckpt.load_decoder(root, cfg)
-        decoder.to(device=device, dtype=torch_dtype).eval()
         policy = cls(
-            backbone,
-            decoder,
-            processor,
+            parts.backbone,
+            parts.decoder,
+            parts.processor,
             embodiment=embodiment,
-            normalizer=normalizer,
-            config=cfg,
-            norm_stats=stats,
-            device=device,
+            normalizer=parts.normalizer,
+            config=parts.config,
+            norm_stats=parts.norm_stats,
+            device=parts.placement.device,
             num_steps=num_steps,
             seed=seed,
         )
-        policy.checkpoint_path = root
+        policy.checkpoint_path = parts.root
+        if parts.adapter is None:  # a merged adapter changed the weights: not the files' any more
+            policy.backbone_source = parts.backbone_files.root.resolve()
+            policy.backbone_loaded_version = saving.weights_version(parts.backbone)
         return policy
 
     def with_embodiment(self, embodiment: Embodiment, seed: int | None = None) -> QwenVLAPolicy:
@@ -178,21 +150,50 @@ class QwenVLAPolicy:
             seed=self.seed if seed is None else seed,
         )
         other.checkpoint_path = self.checkpoint_path
+        other.backbone_source = self.backbone_source
+        other.backbone_loaded_version = self.backbone_loaded_version
+        if self.denoise_mode != "eager":
+            other.set_denoise_mode(self.denoise_mode, graph_backend=self._graph_backend())
         return other
 
-    def save(self, path: str | Path) -> Path:
-        """Write this policy as a checkpoint directory (the inverse of :meth:`from_checkpoint`)."""
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        backbone_dir = root / ckpt.BACKBONE_DIR
-        with quiet_hf():
-            self.backbone.model.save_pretrained(str(backbone_dir))
-        self.processor.save_pretrained(backbone_dir)
-        ckpt.save_decoder(root, self.decoder)
-        stats = dict(self.norm_stats)
-        ckpt.write_norm_stats(root, stats)
-        ckpt.write_json(root / ckpt.POLICY_CONFIG, self.config.to_dict())
-        return root
+    def save(self, path: str | Path, *, backbone: str = "full") -> Path:
+        """Write this policy as a checkpoint directory (the inverse of :meth:`from_checkpoint`).
+
+        ``backbone`` says what becomes of the backbone (model/saving.py): ``"full"`` writes its weights
+        (a fine-tuned backbone; LoRA adapters merged in), ``"reference"`` points ``backbone_path`` at
+        the directory it was loaded from (an untouched multi-GB backbone is not copied), ``"link"``
+        hard-links that directory's files in, ``"adapter"`` writes only the LoRA adapter (peft) and
+        references the base. The write is atomic: a failure leaves nothing half-written at ``path``.
+        """
+        return saving.save_policy(self, Path(path), backbone)
+
+    # ----------------------------------------------------------------- denoising mode
+
+    def set_denoise_mode(self, mode: str, *, graph_backend: str | None = None) -> None:
+        """How the Euler loop runs: ``"eager"``, ``"compile"`` (each step through torch.compile) or
+        ``"cuda_graph"`` (the whole loop captured once per shape, model/denoise_graph.py).
+
+        ``graph_backend="replay"`` runs the CUDA-graph path's buffer logic without recording a graph
+        (on a CPU too: how the tests check it).
+        """
+        if mode not in DENOISE_MODES:
+            raise ValueError(f"denoise mode must be one of {DENOISE_MODES}, got {mode!r}")
+        self.decoder.disable_compiled_step()
+        self._graphs = None
+        if mode == "compile":
+            self.decoder.enable_compiled_step()
+        elif mode == "cuda_graph":
+            self._graphs = DenoiseGraphs(self.decoder, backend=graph_backend or "cuda")
+        self.denoise_mode = mode
+
+    def _graph_backend(self) -> str | None:
+        return None if self._graphs is None else self._graphs.backend
+
+    def _sample(self, *args: Any, **kwargs: Any) -> Tensor:
+        if self._graphs is not None:
+            return self._graphs.sample(*args, **kwargs)
+        out: Tensor = self.decoder.sample(*args, **kwargs)
+        return out
 
     # ----------------------------------------------------------------- Policy protocol
 
@@ -210,6 +211,13 @@ class QwenVLAPolicy:
 
     def infer(self, observation: Observation) -> ActionChunk:
         """Predict ``embodiment.horizon`` actions (robot units) from one observation."""
+        stage = "running the first inference" if not self._warm else "running an inference"
+        with oom_as_error(self.placement, stage, INFER_ADVICE):
+            chunk = self._infer(observation)
+        self._warm = True
+        return chunk
+
+    def _infer(self, observation: Observation) -> ActionChunk:
         sync = self._sync
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -224,7 +232,7 @@ class QwenVLAPolicy:
             cond, cond_mask = self.backbone(**inputs)
             sync()
             t2 = time.perf_counter()
-            out = self.decoder.sample(
+            out = self._sample(
                 state.to(self.decoder_dtype),
                 cond,
                 cond_mask,
@@ -263,11 +271,14 @@ class QwenVLAPolicy:
         actions: Sequence[FloatArray],
         generator: torch.Generator | None = None,
         train_backbone: bool = False,
+        action_is_pad: Sequence[npt.NDArray[np.bool_]] | None = None,
     ) -> Tensor:
         """Flow-matching loss of a batch, through exactly the inference preprocessing.
 
-        ``actions[i]``: (horizon, n_action) in robot units. The backbone runs
-        without gradients unless ``train_backbone``.
+        ``actions[i]``: (horizon, n_action) in robot units; ``action_is_pad[i]`` (horizon,) marks rows
+        past the episode's end (left out of the loss). The backbone runs without gradients unless
+        ``train_backbone``. :meth:`condition` + :meth:`action_loss` are the same two halves for
+        batches already stacked as tensors (the trainer's path).
         """
         if len(observations) != len(actions) or not observations:
             raise ValueError(
@@ -282,18 +293,78 @@ class QwenVLAPolicy:
         images: list[Tensor] = []
         for obs in observations:
             images.extend(self._image_tensors(obs))
-        inputs = self.processor(self._embodiment, [o.instruction for o in observations], images, self.device)
-        state = self._state_tensor([o.state for o in observations])
-        with torch.set_grad_enabled(train_backbone):
+        cond, cond_mask = self.condition(images, [o.instruction for o in observations], grad=train_backbone)
+        act = torch.from_numpy(np.stack(actions).astype(np.float32))
+        states = torch.from_numpy(np.stack([np.asarray(o.state, dtype=np.float32) for o in observations]))
+        pad = None if action_is_pad is None else torch.from_numpy(np.stack(action_is_pad).astype(np.bool_))
+        return self.action_loss(cond, cond_mask, states, act, pad, generator=generator)
+
+    def condition(
+        self, images: Sequence[Tensor], instructions: Sequence[str], *, grad: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The backbone's conditioning tokens for a batch: (cond (B, L, hidden), cond_mask (B, L)).
+
+        ``images``: uint8 (n, H, W, 3) tensors holding, in order, every row's images in prompt order
+        (cameras in the embodiment's order, oldest frame first); any size (resized to the
+        checkpoint's image size, skipped when they already have it).
+        """
+        inputs = self.processor(self._embodiment, list(instructions), list(images), self.device)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             cond, cond_mask = self.backbone(**inputs)
-        act = torch.from_numpy(np.stack(actions).astype(np.float32)).to(self.device)
-        target = torch.zeros(len(actions), h, self.config.decoder.action_width, device=self.device)
-        target[:, :, :n] = self.normalizer.action.normalize(act)
-        mask = self._action_mask.expand(len(actions), -1)
+        return cond, cond_mask
+
+    def action_loss(
+        self,
+        cond: Tensor,
+        cond_mask: Tensor,
+        states: Tensor,
+        actions: Tensor,
+        action_is_pad: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Flow-matching loss given the conditioning (from :meth:`condition`, or cached features).
+
+        ``states`` (B, n_state) and ``actions`` (B, horizon, n_action) in robot units;
+        ``action_is_pad`` (B, horizon) bool, True rows are masked out; padded channels always are.
+        """
+        h, n = self._embodiment.horizon, self._n_act
+        batch = actions.shape[0]
+        if tuple(actions.shape) != (batch, h, n):
+            raise ValueError(f"actions must be (batch, {h}, {n}), got {tuple(actions.shape)}")
+        target = torch.zeros(batch, h, self.config.decoder.action_width, device=self.device)
+        target[:, :, :n] = self.normalizer.action.normalize(actions.to(self.device))
+        mask = self._action_mask.expand(batch, -1)
+        step_mask = None if action_is_pad is None else ~action_is_pad.to(self.device, torch.bool)
+        state = self._state_from_tensor(states.to(self.device))
         loss: Tensor = self.decoder.loss(
-            target, mask, state.to(self.decoder_dtype), cond, cond_mask, generator=generator
+            target,
+            mask,
+            state.to(self.decoder_dtype),
+            cond,
+            cond_mask,
+            generator=generator,
+            step_mask=step_mask,
         )
         return loss
+
+    def sample_actions(
+        self, cond: Tensor, cond_mask: Tensor, states: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Sampled chunks (B, horizon, n_action) in robot units from the conditioning and the states
+        (``infer``'s denoise + postprocess for a batch; the trainer's action error uses it)."""
+        state = self._state_from_tensor(states.to(self.device))
+        batch = state.shape[0]
+        out = self.decoder.sample(
+            state.to(self.decoder_dtype),
+            cond,
+            cond_mask,
+            self._action_mask.expand(batch, -1),
+            self._embodiment.horizon,
+            num_steps=self.num_steps,
+            generator=generator,
+        )
+        return self.normalizer.action.unnormalize(out[:, :, : self._n_act])
 
     # ----------------------------------------------------------------- helpers
 
@@ -302,8 +373,12 @@ class QwenVLAPolicy:
         return next(self.decoder.parameters()).dtype
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
+
+    @staticmethod
+    def _dtype_name(decoder: ActionDecoder) -> str:
+        dtype = next(decoder.parameters()).dtype
+        return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
 
     def validate(self, obs: Observation) -> None:
         """Raise ObservationError if the observation does not fit the embodiment."""
@@ -360,13 +435,16 @@ class QwenVLAPolicy:
         ]
 
     def _state_tensor(self, states: Sequence[FloatArray]) -> Tensor:
-        d = self.config.decoder
-        out = torch.zeros(len(states), d.state_width, device=self.device)
+        raw = torch.from_numpy(
+            np.stack([np.asarray(s, dtype=np.float32) for s in states]).reshape(len(states), self._n_state)
+        )
+        return self._state_from_tensor(raw.to(self.device))
+
+    def _state_from_tensor(self, states: Tensor) -> Tensor:
+        """(B, n_state) robot units -> (B, state_width) normalised, zero-padded."""
+        out = torch.zeros(states.shape[0], self.config.decoder.state_width, device=self.device)
         if self._n_state:
-            raw = torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in states])).to(
-                self.device
-            )
-            out[:, : self._n_state] = self.normalizer.state.normalize(raw)
+            out[:, : self._n_state] = self.normalizer.state.normalize(states)
         return out
 
     def _prefix_tensors(self, obs: Observation) -> tuple[Tensor | None, Tensor | None]:

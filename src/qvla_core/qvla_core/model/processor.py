@@ -26,7 +26,7 @@ import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from qvla_core.embodiment import Embodiment
 from qvla_core.errors import CheckpointError
 from qvla_core.model.prompt import num_images, render_prompt
 from qvla_core.model.tokenizer import IMAGE_TOKEN
+
+if TYPE_CHECKING:
+    from qvla_core.model.pretrained import BackboneFiles
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -96,7 +99,12 @@ class ImageSpec:
         }
 
     @classmethod
-    def from_hf(cls, data: dict[str, Any], image_size: tuple[int, int]) -> ImageSpec:
+    def from_hf(
+        cls,
+        data: dict[str, Any],
+        image_size: tuple[int, int],
+        source: Path | str = "preprocessor_config.json",
+    ) -> ImageSpec:
         try:
             return cls(
                 height=int(image_size[0]),
@@ -108,10 +116,20 @@ class ImageSpec:
                 image_std=tuple(float(v) for v in data.get("image_std", CLIP_STD)),  # type: ignore[arg-type]
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"preprocessor_config.json: bad image processor settings: {exc}") from exc
+            raise CheckpointError(f"{source}: bad image processor settings: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def resize_images(images: Tensor, height: int, width: int) -> Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, height, width, 3), as the processor resizes on a CPU (the input
+    itself when it already has that size). Training resizes each frame once with it, ahead of time."""
+    if tuple(images.shape[1:3]) == (height, width):
+        return images
+    x = images.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(0, 2, 3, 1)
 
 
 def images_to_patches(images: Tensor, spec: ImageSpec) -> Tensor:
@@ -121,12 +139,15 @@ def images_to_patches(images: Tensor, spec: ImageSpec) -> Tensor:
         if x.device.type == "cpu" and x.dtype == torch.uint8:
             # PyTorch's uint8 antialiased path (channels-last) is ~20x faster on a CPU than fp32;
             # it differs from the fp32 resize by under one grey level.
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = resize_images(images, spec.height, spec.width).permute(0, 3, 1, 2)
         else:
-            x = x.to(torch.float32)
-        x = F.interpolate(
-            x, size=(spec.height, spec.width), mode="bilinear", antialias=True, align_corners=False
-        )
+            x = F.interpolate(
+                x.to(torch.float32),
+                size=(spec.height, spec.width),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
     x = x.to(torch.float32)
     mean = torch.tensor(spec.image_mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(spec.image_std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
@@ -154,25 +175,28 @@ class QwenVLAProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, image_size: tuple[int, int]) -> QwenVLAProcessor:
+        """The processor of a backbone directory (its weights need not be there)."""
+        from qvla_core.model.pretrained import inspect_backbone
+
+        return cls.from_backbone(inspect_backbone(path, need_weights=False), image_size)
+
+    @classmethod
+    def from_backbone(cls, files: BackboneFiles, image_size: tuple[int, int]) -> QwenVLAProcessor:
+        """The model's own tokenizer, chat template and image normalisation, at a fixed image size."""
         from transformers import AutoTokenizer
 
-        path = Path(path)
-        cfg_file = path / "preprocessor_config.json"
+        from qvla_core.model.pretrained import check_tokenizer
+
+        spec = ImageSpec.from_hf(files.image_settings, image_size, files.image_source)
         try:
-            data = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CheckpointError(f"{cfg_file}: missing or unreadable: {exc.strerror or exc}") from exc
-        except ValueError as exc:
-            raise CheckpointError(f"{cfg_file}: not valid JSON: {exc}") from exc
-        spec = ImageSpec.from_hf(data, image_size)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: cannot load the tokenizer: {exc}") from exc
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise CheckpointError(f"{path}: the tokenizer has no chat template")
+            tokenizer = AutoTokenizer.from_pretrained(str(files.root), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{files.root}: cannot load the tokenizer: {exc}") from exc
         if IMAGE_TOKEN not in tokenizer.get_vocab():
-            raise CheckpointError(f"{path}: the tokenizer has no {IMAGE_TOKEN} token")
+            raise CheckpointError(f"{files.root}: the tokenizer has no {IMAGE_TOKEN} token")
+        check_tokenizer(files, tokenizer, IMAGE_TOKEN)
+        # The processor-level template (chat_template.jinja / .json) is the one that knows images.
+        tokenizer.chat_template = files.chat_template
         return cls(tokenizer, spec)
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -12,7 +12,11 @@ no per-robot heads); its literal prompt is not public. Ours is two chat messages
 :func:`build_messages` returns them in the Hugging Face content-list format
 (``{"type": "image"}`` / ``{"type": "text"}`` parts), which Qwen-VL chat templates
 render as ``<|vision_start|><|image_pad|><|vision_end|>``; the processor then
-expands each ``<|image_pad|>`` to the image's token count.
+expands each ``<|image_pad|>`` to the image's token count. The real templates of the three releases
+render it so (tests/model/qwen_templates.py holds them): Qwen2.5-VL's and Qwen3-VL's ChatML with
+content lists, and Qwen3.5's, which also trims each message and opens the answer with a thinking
+block; ``enable_thinking=False`` makes that block the empty ``<think>\n\n</think>\n\n`` (the
+policy answers with actions, not a chain of thought; templates without the flag ignore it).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from qvla_core.embodiment import Embodiment
+
+# Passed to every chat template (see the module docstring).
+TEMPLATE_FLAGS: dict[str, Any] = {"enable_thinking": False}
 
 
 def _num(x: float) -> str:
@@ -80,11 +87,23 @@ def render_prompt(tokenizer_or_template: Any, embodiment: Embodiment, instructio
     """
     messages = build_messages(embodiment, instruction)
     if isinstance(tokenizer_or_template, str):
-        import jinja2
-
-        env = jinja2.Environment(autoescape=False, keep_trailing_newline=True)
-        return env.from_string(tokenizer_or_template).render(messages=messages, add_generation_prompt=True)
+        return _render_template(tokenizer_or_template, messages)
     text: str = tokenizer_or_template.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
+        messages, tokenize=False, add_generation_prompt=True, **TEMPLATE_FLAGS
+    )
+    return text
+
+
+def _render_template(template: str, messages: list[dict[str, Any]]) -> str:
+    """Render a template string the way transformers' apply_chat_template compiles it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(f"chat template: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.globals["raise_exception"] = raise_exception
+    text: str = env.from_string(template).render(
+        messages=messages, add_generation_prompt=True, **TEMPLATE_FLAGS
     )
     return text
