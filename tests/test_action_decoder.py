@@ -301,3 +301,83 @@ def test_compiled_step_matches_eager_on_cpu() -> None:
     ref = model.sample(*ctx, 50, noise=noise)
     model.enable_compiled_step()
     assert torch.allclose(model.sample(*ctx, 50, noise=noise), ref, atol=1e-4)
+
+
+# ------------------------------------------------- CUDA-graph denoising (model/denoise_graph.py)
+
+
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_graph_replay_equals_eager_sample(with_prefix: bool) -> None:
+    """The graph path's buffers (padding, copies, keying) give exactly ``sample``'s result, same noise."""
+    from qvla_core.model.denoise_graph import DenoiseGraphs
+
+    model = make_decoder()
+    graphs = DenoiseGraphs(model, backend="replay", cond_bucket=32)
+    prefix = torch.randn(2, 5, A) if with_prefix else None
+    for tokens, seed in ((12, 1), (20, 2), (12, 3)):  # conditioning lengths differ: padded to 32
+        state, cond, cond_mask, action_mask = make_context([14, 7], tokens=tokens, seed=seed)
+        eager = model.sample(
+            state,
+            cond,
+            cond_mask,
+            action_mask,
+            16,
+            generator=torch.Generator().manual_seed(seed),
+            prefix=prefix,
+        )
+        graphed = graphs.sample(
+            state,
+            cond,
+            cond_mask,
+            action_mask,
+            16,
+            generator=torch.Generator().manual_seed(seed),
+            prefix=prefix,
+        )
+        torch.testing.assert_close(graphed, eager, atol=1e-5, rtol=1e-5)
+    assert graphs.captures == 1 and len(graphs) == 1  # one shape key for all three
+    state, cond, cond_mask, action_mask = make_context([14, 7], tokens=40)
+    graphs.sample(state, cond, cond_mask, action_mask, 16, prefix=prefix)
+    assert graphs.captures == 2
+
+
+def test_graph_cache_is_bounded_and_output_is_fresh() -> None:
+    from qvla_core.model.denoise_graph import DenoiseGraphs
+
+    model = make_decoder()
+    graphs = DenoiseGraphs(model, backend="replay", cond_bucket=8, max_graphs=2)
+    state, cond, cond_mask, action_mask = make_context([14])
+    first = graphs.sample(state, cond, cond_mask, action_mask, 16)
+    for horizon in (8, 24, 32):
+        graphs.sample(state, cond, cond_mask, action_mask, horizon)
+    assert len(graphs) == 2 and graphs.captures == 4
+    again = graphs.sample(state, cond, cond_mask, action_mask, 16)  # evicted: captured anew
+    assert graphs.captures == 5 and first.shape == again.shape == (1, 16, A)
+    assert not torch.equal(first, again)  # fresh noise each call, and `first` was not overwritten
+
+
+def test_cuda_graph_needs_cuda() -> None:
+    from qvla_core.errors import DeviceError
+    from qvla_core.model.denoise_graph import DenoiseGraphs
+
+    with pytest.raises(DeviceError, match="needs the decoder on a CUDA device"):
+        DenoiseGraphs(make_decoder(), backend="cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graph_matches_eager_and_has_no_host_syncs() -> None:
+    from qvla_core.model.denoise_graph import DenoiseGraphs
+
+    model, ctx, prefix = _cuda_setup()
+    graphs = DenoiseGraphs(model, backend="cuda")
+    ref = model.sample(*ctx, 50, generator=torch.Generator(device="cuda").manual_seed(0), prefix=prefix)
+    out = graphs.sample(*ctx, 50, generator=torch.Generator(device="cuda").manual_seed(0), prefix=prefix)
+    assert (out - ref).abs().max() <= 0.02 * ref.abs().max()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graphs.sample(*ctx, 50, prefix=prefix)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert graphs.captures == 1

@@ -147,3 +147,26 @@ def test_missing_accelerate_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DeviceError, match=r"pip install accelerate==1.15.0"):
         dev.require_accelerate()
+
+
+def test_engine_warm_up_reports_out_of_memory(
+    ckpt_dir: Path, aloha: Embodiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's configure runs warm_up: an OOM there fails configure instead of a warning and a
+    robot left commanded by a model that cannot run."""
+    from qvla_core.robot_io import load_robot_config
+    from qvla_core.runtime.engine import PolicyEngine
+    from tests.core.test_engine import ALOHA, RecordingSink
+
+    policy = QwenVLAPolicy.from_checkpoint(ckpt_dir, aloha)
+
+    def oom(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(policy.backbone, "forward", oom)
+    engine = PolicyEngine(load_robot_config(ALOHA), policy, lambda: 0.0, RecordingSink(), decode=lambda i: i)
+    try:
+        with pytest.raises(DeviceError, match="while running the first inference"):
+            engine.warm_up()
+    finally:
+        engine.shutdown()

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from qvla_core.errors import ObservationError, QvlaError, SafetyError
+from qvla_core.errors import DeviceError, ObservationError, QvlaError, SafetyError
 from qvla_core.policy import ActionChunk, Observation, Policy
 from qvla_core.robot_io import RobotConfig
 from qvla_core.runtime.frame_history import CameraHistory
@@ -461,7 +461,8 @@ class PolicyEngine:
         and the delay budget starts from a measurement, so the very first chunk is inpainted from the
         measured position over the span it will really take. Returns the second inference's seconds,
         or None if the policy refused the blank observation (the budget then starts at the first
-        real chunk). The policy is reset afterwards."""
+        real chunk). The policy is reset afterwards. A DeviceError (out of GPU memory) is raised: the
+        node must not go on configured."""
         emb = self.embodiment
         images = {
             c.name: np.zeros((c.history.frames, c.height, c.width, 3), dtype=np.uint8) for c in emb.cameras
@@ -473,6 +474,8 @@ class PolicyEngine:
             started = time.perf_counter()
             self.policy.infer(blank)
             wall = time.perf_counter() - started
+        except DeviceError:
+            raise  # out of GPU memory at the first inference: configure must fail and say so
         except Exception as exc:
             self._sink.log("warn", f"warm-up inference failed ({type(exc).__name__}: {exc}); continuing")
             return None
