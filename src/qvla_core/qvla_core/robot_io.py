@@ -116,6 +116,63 @@ class SafetySettings(Strict):
     )
 
 
+class LeaderJointStateInput(Strict):
+    """One sensor_msgs/JointState topic of a teleoperation leader arm.
+
+    ``joint_names[i]`` in the message fills action channel ``channels[i]``."""
+
+    topic: Topic = Field(
+        description="sensor_msgs/JointState topic of the leader, e.g. /leader_left/joint_states."
+    )
+    joint_names: list[str] = Field(min_length=1, description="Names as they appear in the message.")
+    channels: list[Name] = Field(min_length=1, description="Action channels they fill, same order.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> LeaderJointStateInput:
+        """``joint_names`` and ``channels`` are equally long."""
+        if len(self.joint_names) != len(self.channels):
+            raise ValueError(
+                f"joint_names has {len(self.joint_names)} entries but channels has {len(self.channels)}"
+            )
+        return self
+
+
+class LeaderActions(Strict):
+    """The action at each control tick is the leader's newest JointState not newer than the tick
+    (teleoperation: the follower is commanded to where the leader is). Ticks where a leader topic is
+    older than ``ros.safety.max_state_age_s`` are a gap, an error when converting."""
+
+    source: Literal["leader_joint_states"] = Field(description="Selects this action source.")
+    joint_states: list[LeaderJointStateInput] = Field(
+        min_length=1, description="Leader topics that together fill every action channel once."
+    )
+    gripper_raw_range: dict[str, tuple[float, float]] | None = Field(
+        default=None,
+        description="Per gripper action channel: the leader's position at normalised 0 (closed) and 1 "
+        "(open); default: ros.gripper_raw_range (a leader with the follower's gripper units).",
+    )
+
+
+class CommandedActions(Strict):
+    """The action at each control tick is the command due then: the point of the JointTrajectory
+    messages sent to ``ros.outputs``' joint_trajectory controllers, sampled as the controller
+    executes them (linear interpolation, a newer trajectory taking over from its start). Before the
+    first trajectory of an episode the controllers hold the measured start position."""
+
+    source: Literal["commanded_trajectory"] = Field(description="Selects this action source.")
+
+
+ActionSource = Annotated[LeaderActions | CommandedActions, Field(discriminator="source")]
+
+
+class RecordingSettings(Strict):
+    """Demonstration recording (``recorder_node``) and its conversion to a dataset (``qvla-convert``):
+    the cameras and ros.joint_states are recorded as the policy node reads them, plus the topics of
+    the action source."""
+
+    actions: ActionSource = Field(description="Where the action at each control tick comes from.")
+
+
 class RosIO(Strict):
     """The ROS wiring of a robot: input topics, outputs, and runtime settings."""
 
@@ -131,6 +188,9 @@ class RosIO(Strict):
     sync: SyncSettings = Field(default=SyncSettings(), description="Observation assembly.")
     chunking: ChunkingSettings = Field(default=ChunkingSettings(), description="Chunk splicing.")
     safety: SafetySettings = Field(default=SafetySettings(), description="Command and input checks.")
+    recording: RecordingSettings | None = Field(
+        default=None, description="Demonstration recording; None: this robot cannot be recorded yet."
+    )
 
 
 class RobotConfig(Strict):
@@ -143,7 +203,8 @@ class RobotConfig(Strict):
     @model_validator(mode="after")
     def _wired(self) -> RobotConfig:
         """ros.cameras names each embodiment camera once; ros.joint_states fill each state channel
-        once; trajectory outputs and gripper_raw_range name existing channels."""
+        once; trajectory outputs and gripper_raw_range name existing channels; the recording's action
+        source (leader topics of their own, or the trajectory outputs) fills each action channel once."""
         emb, io = self.embodiment, self.ros
         cams = [c.camera for c in io.cameras]
         if sorted(cams) != sorted(emb.camera_names):
@@ -163,11 +224,62 @@ class RobotConfig(Strict):
         for ch in io.gripper_raw_range:
             if ch not in emb.action_names and ch not in emb.state_names:
                 raise ValueError(f"gripper_raw_range: {ch} is not a channel")
+        if io.recording is not None:
+            _check_action_source(io, emb)
         return self
 
     @property
     def has_trajectory_output(self) -> bool:
         return any(isinstance(o, TrajectoryOutput) for o in self.ros.outputs)
+
+
+def _check_action_source(io: RosIO, emb: Embodiment) -> None:
+    """ros.recording.actions fills every action channel exactly once, from topics of its own."""
+    assert io.recording is not None
+    source = io.recording.actions
+    if isinstance(source, LeaderActions):
+        fed = [ch for src in source.joint_states for ch in src.channels]
+        where = "ros.recording.actions.joint_states"
+        inputs = {src.topic for src in io.joint_states} | {c.topic for c in io.cameras}
+        shared = sorted(inputs & {src.topic for src in source.joint_states})
+        if shared:
+            raise ValueError(f"{where}: {shared} are also observation inputs; a leader has topics of its own")
+        for ch in source.gripper_raw_range or {}:
+            if ch not in emb.action_names:
+                raise ValueError(f"ros.recording.actions.gripper_raw_range: {ch} is not an action channel")
+    else:
+        fed = [ch for out in io.outputs if isinstance(out, TrajectoryOutput) for ch in out.channels]
+        where = "ros.outputs (joint_trajectory, the commanded_trajectory action source)"
+    if sorted(fed) != sorted(emb.action_names):
+        raise ValueError(
+            f"{where}: channels {fed} must fill each action channel once {list(emb.action_names)}"
+        )
+
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
+
+
+def recorded_topics(config: RobotConfig) -> dict[str, str]:
+    """Topic -> ROS message type of everything a demonstration recording of this robot holds: the
+    cameras and joint states the policy node reads, and the topics of the action source. Raises
+    ConfigError when the YAML has no ``ros.recording``."""
+    io = config.ros
+    if io.recording is None:
+        raise ConfigError(
+            f"robot {config.embodiment.name}: the YAML has no ros.recording section, so nothing says "
+            "where the actions come from (see docs/robot_config_schema.md, RecordingSettings)"
+        )
+    topics = {c.topic: COMPRESSED_IMAGE_TYPE if c.compressed else IMAGE_TYPE for c in io.cameras}
+    topics.update({j.topic: JOINT_STATE_TYPE for j in io.joint_states})
+    source = io.recording.actions
+    if isinstance(source, LeaderActions):
+        topics.update({j.topic: JOINT_STATE_TYPE for j in source.joint_states})
+    else:
+        topics.update({o.topic: TRAJECTORY_TYPE for o in io.outputs if isinstance(o, TrajectoryOutput)})
+    return topics
 
 
 def load_robot_config(path: str | Path) -> RobotConfig:
