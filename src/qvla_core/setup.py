@@ -21,6 +21,7 @@ setup(
             "qvla-schema = qvla_core.cli.schema:main",
             "qvla-build-checkpoint = qvla_core.cli.build_checkpoint:main",
             "qvla-prompt = qvla_core.cli.prompt:main",
+            "qvla-convert = qvla_core.cli.convert:main",
         ],
     },
 )

@@ -27,6 +27,9 @@ setup(
             "policy_node = qvla_ros.policy_node:main",
             "sim_node = qvla_ros.sim_node:main",
             "demo = qvla_ros.demo:main",
+            "recorder_node = qvla_ros.recorder_node:main",
+            "collect = qvla_ros.collect:main",
+            "qvla-collect = qvla_ros.collect:main",
         ],
     },
 )

@@ -143,10 +143,18 @@ def sim_demo_specs(values: dict[str, str], config_dir: Path) -> list[NodeSpec]:
 
 
 def write_robot_variant(
-    source: Path, dest: Path, chunking_mode: str = "", camera_size: tuple[int, int] | None = None
+    source: Path,
+    dest: Path,
+    chunking_mode: str = "",
+    camera_size: tuple[int, int] | None = None,
+    cameras: list[str] | None = None,
+    action_source: str = "",
 ) -> Path:
-    """A copy of a robot YAML with another chunk-splicing mode and/or every camera at ``(width,
-    height)``, validated before it is used (a bad mode fails here, naming the key)."""
+    """A copy of a robot YAML with another chunk-splicing mode, every camera at ``(width, height)``,
+    only the ``cameras`` named (embodiment and ros.cameras, in the YAML's order) and/or another
+    ``ros.recording.actions`` source (``commanded_trajectory``: the commands sent to the controllers,
+    what a simulated collection records), validated before it is used (a bad value fails here, naming
+    the key)."""
     import yaml
 
     data = yaml.safe_load(Path(source).read_text())
@@ -155,6 +163,15 @@ def write_robot_variant(
     if camera_size is not None:
         for cam in data["embodiment"]["cameras"]:
             cam["width"], cam["height"] = camera_size
+    if cameras is not None:
+        known = [c["name"] for c in data["embodiment"]["cameras"]]
+        unknown = [c for c in cameras if c not in known]
+        if unknown or not cameras:
+            raise ValueError(f"cameras {cameras}: {source} has cameras {known}")
+        data["embodiment"]["cameras"] = [c for c in data["embodiment"]["cameras"] if c["name"] in cameras]
+        data["ros"]["cameras"] = [c for c in data["ros"]["cameras"] if c["camera"] in cameras]
+    if action_source:
+        data["ros"]["recording"] = {"actions": {"source": action_source}}
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(data, sort_keys=False))
     load_robot_config(dest)

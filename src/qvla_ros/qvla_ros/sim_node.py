@@ -10,7 +10,8 @@ publishes, and every trajectory stamp it reads, is on that clock (run the policy
 
 Topics: ``/clock``; the YAML's joint-state and camera topics; ``~/reward`` (std_msgs/Int32, gym-aloha's
 0..4) and ``~/success`` (std_msgs/Bool) every step. Service ``~/reset`` (std_srvs/Trigger): a new
-episode with the next seed; the arms hold the start pose.
+episode with the next seed (or the value the ``seed`` parameter was last set to); the arms hold the
+start pose.
 
 Threading: all MuJoCo work (model, physics, EGL rendering) happens in one dedicated thread, the sim
 loop; ROS callbacks (trajectories, reset requests) only put items on a thread-safe queue that the loop
@@ -65,6 +66,11 @@ class _Trajectory:
     names: list[str]
     times_from_start: list[float]
     positions: np.ndarray
+
+
+@dataclass
+class _Seed:
+    value: int  # the seed the next ~/reset uses
 
 
 @dataclass
@@ -153,7 +159,7 @@ class SimNode(Node):
         self.config_path = config_path
 
         # Callbacks -> sim thread: trajectories and reset requests, drained before each control step.
-        self._queue: queue.SimpleQueue[_Trajectory | _Reset] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Trajectory | _Reset | _Seed] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._startup_error: str | None = None
@@ -231,6 +237,8 @@ class SimNode(Node):
             for p in params:
                 if p.name == "real_time_factor":
                     self.real_time_factor = float(p.value)
+                elif p.name == "seed":  # through the queue: a seed set before a reset is taken by it
+                    self._queue.put(_Seed(int(p.value)))
         return result
 
     def _on_trajectory(self, topic: str, msg: JointTrajectory) -> None:
@@ -291,6 +299,7 @@ class SimNode(Node):
 
     def _loop(self, sim: Any) -> None:
         episode, seed = 0, self.seed
+        next_seed: int | None = None  # set by the seed parameter: the next reset's seed
         t_ns = 0  # the sim clock: never goes back (resets keep counting)
         hold = self._start_episode(sim, seed, t_ns / 1e9)
         self._ready.set()
@@ -309,8 +318,11 @@ class SimNode(Node):
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(item, _Reset):
-                    episode, seed = episode + 1, seed + 1
+                if isinstance(item, _Seed):
+                    next_seed = item.value
+                elif isinstance(item, _Reset):
+                    episode, seed = episode + 1, seed + 1 if next_seed is None else next_seed
+                    next_seed = None
                     hold = self._start_episode(sim, seed, now)
                     item.message = f"episode {episode} (seed {seed}) started at {now:.3f} s sim time"
                     self.get_logger().info(item.message)

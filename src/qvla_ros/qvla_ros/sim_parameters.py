@@ -1,6 +1,7 @@
 """Every parameter of the MuJoCo ALOHA sim node, declared once (same :class:`Param` table as the policy node).
 
-Everything is fixed at start-up except ``real_time_factor``, which may be changed while running.
+Everything is fixed at start-up except ``real_time_factor``, which may be changed while running, and
+``seed``, which then sets the seed of the next reset.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ SIM_NODE_PARAMS: tuple[Param, ...] = (
     Param(
         "seed",
         0,
-        "Seed of the first episode (object pose); each ~/reset uses the next one.",
+        "Seed of the first episode (object pose); each ~/reset uses the next one. Set while running, it is "
+        "the seed of the next ~/reset (exact seed lists).",
         low=0,
         high=2**31 - 1,
-        read_only=True,
     ),
     Param(
         "image_width",
