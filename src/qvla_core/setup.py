@@ -22,6 +22,7 @@ setup(
             "qvla-build-checkpoint = qvla_core.cli.build_checkpoint:main",
             "qvla-prompt = qvla_core.cli.prompt:main",
             "qvla-convert = qvla_core.cli.convert:main",
+            "qvla-train = qvla_core.cli.train:main",
         ],
     },
 )

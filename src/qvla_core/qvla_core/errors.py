@@ -31,5 +31,9 @@ class SafetyError(QvlaError):
     """A command was rejected by the safety layer."""
 
 
+class TrainingError(QvlaError):
+    """A training run cannot go on: bad dataset, config or checkpoint, out of memory, full disk."""
+
+
 class DeviceError(QvlaError):
     """The requested device or dtype cannot run here (no CUDA, unsupported dtype, out of memory)."""

@@ -1,55 +1,42 @@
-"""One flow-matching training step, through the policy's own preprocessing.
+"""Model-side speed-ups for training (the loop itself is :mod:`qvla_core.training`).
 
-A batch is a sequence of ``(Observation, actions)`` pairs, ``actions`` float32
-(horizon, n_action) in robot units. The observation goes through exactly the
-inference path (prompt, image patches, state normalisation); the actions are
-normalised with the same stats and padded to the decoder's action width, the
-padded channels are masked out of the loss.
+:func:`linear_patch_embed`: the Qwen-VL vision towers embed each patch with a ``Conv3d`` whose
+kernel equals its stride (``temporal_patch_size x patch x patch``), i.e. one matrix product per
+patch. On a CPU, oneDNN's Conv3d forward + backward on a batch of 768 patches (16 images of 96x128)
+took 32 ms where the same product as ``F.linear`` took 3 ms (a tenth of a tiny-preset training
+step). The replacement is exact (same weights, same parameter names, results equal to float
+rounding) and keeps the module's state dict, so checkpoints are unaffected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import types
+from typing import Any
 
-import torch
-
-from qvla_core.model.policy import QwenVLAPolicy
-from qvla_core.policy import FloatArray, Observation
-
-Batch = Sequence[tuple[Observation, FloatArray]]
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
-def flow_matching_step(
-    policy: QwenVLAPolicy,
-    batch: Batch,
-    optimizer: torch.optim.Optimizer,
-    *,
-    generator: torch.Generator | None = None,
-    train_backbone: bool = False,
-    max_grad_norm: float | None = 1.0,
-) -> float:
-    """Forward, backward and one optimizer step; returns the loss before the step.
+def _linear_forward(self: Any, hidden_states: Tensor) -> Tensor:
+    weight = self.proj.weight  # (embed_dim, C, T, p, p)
+    x = hidden_states.to(weight.dtype).reshape(-1, weight[0].numel())
+    out: Tensor = F.linear(x, weight.reshape(weight.shape[0], -1), self.proj.bias)
+    return out
 
-    The optimizer decides what trains (e.g. ``policy.decoder.parameters()``);
-    the backbone gets gradients only with ``train_backbone``.
-    """
-    policy.decoder.train()
-    if train_backbone:
-        policy.backbone.train()
-    try:
-        optimizer.zero_grad(set_to_none=True)
-        loss = policy.training_loss(
-            [obs for obs, _ in batch],
-            [act for _, act in batch],
-            generator=generator,
-            train_backbone=train_backbone,
-        )
-        loss.backward()  # type: ignore[no-untyped-call]
-        if max_grad_norm is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-    finally:
-        policy.decoder.eval()
-        policy.backbone.eval()
-    return float(loss.detach())
+
+def linear_patch_embed(model: nn.Module) -> int:
+    """Run every Qwen-VL vision patch embedding inside ``model`` as a matrix product; returns how
+    many were changed (0 when the model has none of the expected shape)."""
+    changed = 0
+    for module in model.modules():
+        proj = getattr(module, "proj", None)
+        if (
+            type(module).__name__.endswith("PatchEmbed")
+            and isinstance(proj, nn.Conv3d)
+            and tuple(proj.kernel_size) == tuple(proj.stride)
+            and proj.padding == (0, 0, 0)
+            and proj.groups == 1
+        ):
+            module.forward = types.MethodType(_linear_forward, module)
+            changed += 1
+    return changed

@@ -1,0 +1,274 @@
+"""Training throughput of qvla-train's step: samples/s, s/step, the share spent waiting for data, peak memory.
+
+Builds a random-initialised checkpoint (or uses ``--checkpoint``) and, without ``--dataset``, an
+in-memory synthetic dataset of an ALOHA-like robot (14 joints, horizon 50, 50 Hz, ``--cameras``
+cameras of ``--camera-size``), then runs the trainer's own set-up (frame cache, features cache) and
+its step function (:meth:`qvla_core.training.loop.Loop.step`) for ``--warmup`` + ``--steps`` steps
+through its DataLoader, timing each step's wait for data and its compute separately. One
+invocation measures one configuration and adds (or replaces) its row in the Markdown table
+``--out``, so several invocations build one table.
+
+CPU, tiny preset (what runs here)::
+
+    PYTHONPATH=src/qvla_core python bench/train_throughput.py --preset tiny --backbone qwen3_vl \\
+        --device cpu --dtype float32 --train all --steps 30 --batch-size 16 \\
+        --out docs/bench/train_throughput_cpu.md
+
+GPU, Qwen-VLA scale (Qwen3.5-4B shape + 1.15B DiT; random weights drawn on the GPU)::
+
+    PYTHONPATH=src/qvla_core python bench/train_throughput.py --preset full --backbone qwen3_5 \\
+        --device cuda --dtype bfloat16 --train lora --steps 20 --batch-size 8 \\
+        --out docs/bench/train_throughput_h200.md
+
+``--profile`` also prints the torch.profiler table of the timed steps and the time in each part
+of the step (the ``qvla.*`` scopes: augment, condition, decoder_loss, backward, optimizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src" / "qvla_core"))
+
+from qvla_core.embodiment import Embodiment, load_embodiment  # noqa: E402
+from qvla_core.model.backbone import BACKBONE_TYPES  # noqa: E402
+from qvla_core.model.builder import build_checkpoint  # noqa: E402
+from qvla_core.training.config import load_train_config  # noqa: E402
+from qvla_core.training.datasets import DatasetSpec  # noqa: E402
+from qvla_core.training.loop import Loop  # noqa: E402
+from qvla_core.training.session import RunSpec, Session  # noqa: E402
+from qvla_core.training.synthetic import SyntheticSource  # noqa: E402
+
+ALOHA = REPO / "config" / "robots" / "aloha.yaml"
+COLUMNS = (
+    "preset", "backbone", "device", "dtype", "train", "batch", "cache", "s/step", "samples/s",
+    "data wait", "peak memory", "set-up s",
+)  # fmt: skip
+KEY_COLUMNS = 7  # a row with the same first seven cells is replaced
+BEGIN, END = "<!-- rows -->", "<!-- /rows -->"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    return f"CPU {cpu}, {os.cpu_count()} cores, {threads} torch threads (torch {torch.__version__})"
+
+
+def size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return w, h
+
+
+def robot(cameras: int, camera_size: tuple[int, int], directory: Path) -> Embodiment:
+    data = yaml.safe_load(ALOHA.read_text(encoding="utf-8"))
+    w, h = camera_size
+    cams = data["embodiment"]["cameras"][:cameras]
+    data["embodiment"]["cameras"] = [{**c, "width": w, "height": h} for c in cams]
+    path = directory / "robot.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return load_embodiment(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
+    p.add_argument("--backbone", choices=BACKBONE_TYPES, default="qwen3_vl")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="autocast precision")
+    p.add_argument("--train", choices=("decoder", "lora", "all"), default="all")
+    p.add_argument("--steps", type=int, default=30, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", type=Path, help="Markdown table to add the row to")
+    p.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of building one")
+    p.add_argument("--image-size", type=lambda t: tuple(reversed(size(t))), default=None, metavar="WxH",
+                   help="model image size (default 128x96 tiny, 224x224 full)")  # fmt: skip
+    p.add_argument("--cameras", type=int, default=1, help="ALOHA cameras in the synthetic robot (1-4)")
+    p.add_argument(
+        "--camera-size", type=size, default=(128, 96), metavar="WxH", help="their size in the YAML"
+    )
+    p.add_argument("--episodes", type=int, default=8, help="synthetic episodes")
+    p.add_argument("--frames", type=int, default=100, help="frames per synthetic episode")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument(
+        "--no-features-cache", action="store_true", help="train: decoder without the features cache"
+    )
+    p.add_argument("--no-frame-cache", action="store_true", help="read samples from the dataset every step")
+    p.add_argument("--augment", action="store_true", help="crop 0.9, shift 0.04, colour jitter 0.2")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of the timed steps")
+    return p
+
+
+def peak_memory(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (CUDA)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (RSS)"
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    e = robot(args.cameras, args.camera_size, work)
+    image = args.image_size or ((96, 128) if args.preset == "tiny" else (224, 224))
+    ckpt = args.checkpoint
+    if ckpt is None:
+        ckpt = work / "ckpt"
+        build_checkpoint(
+            ckpt, preset=args.preset, backbone_type=args.backbone, embodiments=[e], stats_from_limits=True,
+            image_size=image, instructions=["transfer the cube"], device=args.device,
+        )  # fmt: skip
+    overrides = [
+        f"train={args.train}", f"device={args.device}", f"dtype={args.dtype}",
+        f"schedule.steps={args.warmup + args.steps}", f"schedule.batch_size={args.batch_size}",
+        "validation.episodes=0", "checkpoint.every_steps=1000000", f"data.workers={args.workers}",
+        f"features_cache={not args.no_features_cache}", f"data.frame_cache={not args.no_frame_cache}",
+    ]  # fmt: skip
+    if args.augment:
+        overrides += ["augment.crop_scale=0.9", "augment.shift=0.04", "augment.brightness=0.2",
+                      "augment.contrast=0.2", "augment.saturation=0.2"]  # fmt: skip
+    if args.threads:
+        overrides.append(f"threads={args.threads}")
+    config = load_train_config(None, overrides)
+    source = SyntheticSource(e, episodes=args.episodes, frames=args.frames)
+    run = RunSpec(
+        checkpoint=ckpt, datasets=[DatasetSpec(source, e, "synthetic")], out=work / "out", config=config,
+        progress=False, command=sys.argv,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    session = Session.open(run)
+    setup = time.perf_counter() - t0
+    loop = Loop(session)
+    session.set_mode(training=True)
+    batches = loop._loader(0)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    waits, totals = [], []
+    prof = None
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup and args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+            prof = profile(activities=activities)
+            prof.__enter__()
+        t_start = time.perf_counter()
+        batch = next(batches)
+        t_data = time.perf_counter()
+        loss, _ = loop.step(batch)
+        float(loss)
+        sync()
+        t_end = time.perf_counter()
+        if i >= args.warmup:
+            waits.append(t_data - t_start)
+            totals.append(t_end - t_start)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        print_profile(prof, args.steps)
+    mean = statistics.mean(totals)
+    cached = "features" if session.train_features else ("frames" if config.data.frame_cache else "none")
+    return {
+        "preset": args.preset,
+        "backbone": args.backbone,
+        "device": args.device,
+        "dtype": args.dtype,
+        "train": args.train + (" +aug" if args.augment else ""),
+        "batch": str(args.batch_size),
+        "cache": cached + (f", {args.workers} workers" if args.workers else ""),
+        "s/step": f"{mean:.3f} (median {statistics.median(totals):.3f})",
+        "samples/s": f"{args.batch_size / mean:.1f}",
+        "data wait": f"{100 * sum(waits) / sum(totals):.1f}%",
+        "peak memory": peak_memory(args.device),
+        "set-up s": f"{setup:.1f}",
+    }
+
+
+def print_profile(prof: Any, steps: int) -> None:
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=20))
+    scopes = {e.key: e.cpu_time_total / 1e3 / steps for e in events if e.key.startswith("qvla.")}
+    print("per step, ms:", {k: round(v, 1) for k, v in sorted(scopes.items())})
+
+
+def write_table(path: Path, row: dict[str, Any], device: str, command: str) -> None:
+    rows: list[list[str]] = []
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            body = text.split(BEGIN, 1)[1].split(END, 1)[0]
+            for line in body.strip().splitlines()[2:]:
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if len(cells) == len(COLUMNS):
+                    rows.append(cells)
+    new = [str(row[c]) for c in COLUMNS]
+    rows = [r for r in rows if r[:KEY_COLUMNS] != new[:KEY_COLUMNS]] + [new]
+    rows.sort(key=lambda r: r[:KEY_COLUMNS])
+    lines = [
+        "# Training throughput (bench/train_throughput.py)",
+        "",
+        f"Machine: {device}. Last command: `{command}`.",
+        "",
+        "s/step: mean (median) over the timed steps of the trainer's step (data + forward + backward +",
+        "AdamW); samples/s = batch / mean s/step; data wait: share of the step spent waiting for the",
+        "DataLoader; cache: frames (samples read once into arrays) or features (the frozen backbone's",
+        "conditioning computed once per frame, train: decoder); set-up: frame and features caches,",
+        "model load. Peak memory: CUDA allocator peak, or the process's peak RSS on a CPU.",
+        "",
+        BEGIN,
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        END,
+        "",
+    ]
+    extra = ""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if END in text:
+            extra = text.split(END, 1)[1].lstrip("\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + extra, encoding="utf-8")
+
+
+def main() -> int:
+    args = parser().parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("train_throughput: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="qvla-train-bench-") as tmp:
+        row = measure(args, Path(tmp))
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    if args.out:
+        command = "python bench/train_throughput.py " + shlex.join(sys.argv[1:])
+        write_table(args.out, row, device_name(args.device), command)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
