@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
         help="derive norm stats from channel limits for robots whose YAML has no normalization",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default="cpu", help="where the random weights are drawn (cuda makes --preset full quick)"
+    )
     p.add_argument("--image-size", type=_size, default=(224, 224), metavar="HxW")
     p.add_argument("--instruction", action="append", default=[], help="extra tokenizer corpus text")
     p.add_argument(
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             weights=not args.no_weights,
             instructions=args.instruction,
             randomize_head=args.randomize_head,
+            device=args.device,
         )
     except QvlaError as exc:
         print(f"qvla-build-checkpoint: error: {exc}", file=sys.stderr)
