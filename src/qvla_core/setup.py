@@ -1,3 +1,5 @@
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = "qvla_core"
@@ -9,6 +11,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
+        # colcon.pkg names this hook: sourcing the workspace puts lib/<package> (the tools) on PATH.
+        ("share/" + package_name + "/hook", glob("hook/executables_path.*")),
     ],
     install_requires=["setuptools", "numpy", "pyyaml", "pydantic"],
     zip_safe=True,

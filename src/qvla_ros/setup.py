@@ -11,6 +11,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
+        # colcon.pkg names this hook: sourcing the workspace puts lib/<package> (the tools) on PATH.
+        ("share/" + package_name + "/hook", glob("hook/executables_path.*")),
         # launch/ and config/ live at the repository top level; symlinks bring them here.
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config/robots", glob("config/robots/*.yaml")),
