@@ -24,19 +24,28 @@ from tests.ros.harness import REPO  # noqa: E402
 CONFIG_DIR = REPO / "config" / "robots"
 
 
-def test_sim_demo_runs_both_nodes_on_sim_time_with_one_robot_yaml() -> None:
+def test_sim_demo_runs_both_nodes_on_sim_time_with_one_robot_yaml(tmp_path: Path) -> None:
     sim, policy = sim_demo_specs(
         {"policy": "expert_transfer_cube", "image_width": "160", "seed": "3", "use_sim_time": "false"},
         CONFIG_DIR,
+        variant_dir=tmp_path,
     )
     assert (sim.executable, policy.executable) == ("sim_node", "policy_node")
     assert policy.parameters["use_sim_time"] is True, "the sim owns time: the policy must follow /clock"
-    assert (
-        sim.parameters["robot_config"] == policy.parameters["robot_config"] == str(CONFIG_DIR / "aloha.yaml")
-    )
+    # another image size than the YAML's: both nodes run a copy of it with the cameras at that size
+    variant = tmp_path / "aloha_160x480.yaml"
+    assert sim.parameters["robot_config"] == policy.parameters["robot_config"] == str(variant)
+    cameras = load_robot_config(variant).embodiment.cameras
+    assert {(c.width, c.height) for c in cameras} == {(160, 480)}
     assert sim.parameters["image_width"] == 160 and sim.parameters["seed"] == 3
     assert sim.parameters["image_height"] == 480 and sim.parameters["real_time_factor"] == 1.0
     assert policy.parameters["policy"] == "expert_transfer_cube"
+    sim, policy = sim_demo_specs({}, CONFIG_DIR, variant_dir=tmp_path / "unused")
+    assert (
+        sim.parameters["robot_config"] == policy.parameters["robot_config"] == str(CONFIG_DIR / "aloha.yaml")
+    )
+    assert (sim.parameters["image_width"], sim.parameters["image_height"]) == (640, 480)
+    assert not (tmp_path / "unused").exists()
     with pytest.raises(FileNotFoundError, match="known robots"):
         sim_demo_specs({"robot_config": "no_such_robot"}, CONFIG_DIR)
 

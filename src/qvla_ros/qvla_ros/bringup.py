@@ -7,6 +7,7 @@ lives here, and the integration tests start exactly these specs.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,10 @@ def resolve_robot_config(value: str, config_dir: Path) -> Path:
     candidate = Path(value).expanduser()
     path = candidate if candidate.suffix in (".yaml", ".yml") else config_dir / f"{value}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in config_dir.glob("*.yaml"))
-        raise FileNotFoundError(f"robot config {value!r} not found ({path}); known robots: {known}")
+        known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml")))
+        raise FileNotFoundError(
+            f"robot_config {value!r}: no robot YAML at {path}; known robots: {known} (or give a path)"
+        )
     return path.resolve()
 
 
@@ -107,8 +110,10 @@ def policy_node_spec(values: dict[str, str], config_dir: Path, default_robot: st
 SIM_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("task", "transfer_cube", "MuJoCo ALOHA scene: transfer_cube or insertion."),
     LaunchArgument("seed", "0", "Seed of the first episode (object pose); each reset takes the next."),
-    LaunchArgument("image_width", "640", "Width of the rendered camera images [px]."),
-    LaunchArgument("image_height", "480", "Height of the rendered camera images [px]."),
+    LaunchArgument("image_width", "", "Width of the rendered camera images [px] (empty: the robot YAML's)."),
+    LaunchArgument(
+        "image_height", "", "Height of the rendered camera images [px] (empty: the robot YAML's)."
+    ),
     LaunchArgument("camera_rate_hz", "25.0", "Camera rate in sim time [Hz]."),
     LaunchArgument("real_time_factor", "1.0", "Sim seconds per wall second (0 = as fast as possible)."),
 )
@@ -118,12 +123,13 @@ def sim_node_spec(values: dict[str, str], config_dir: Path) -> NodeSpec:
     """The MuJoCo ALOHA sim node, wired by the same robot YAML as the policy node."""
     args = {a.name: a.default for a in (*LAUNCH_ARGUMENTS, *SIM_ARGUMENTS)} | values
     robot = resolve_robot_config(args["robot_config"] or "aloha", config_dir)
+    first_camera = load_robot_config(robot).embodiment.cameras[0]
     params: dict[str, Any] = {
         "robot_config": str(robot),
         "task": args["task"],
         "seed": int(args["seed"]),
-        "image_width": int(args["image_width"]),
-        "image_height": int(args["image_height"]),
+        "image_width": int(args["image_width"] or first_camera.width),
+        "image_height": int(args["image_height"] or first_camera.height),
         "camera_rate_hz": float(args["camera_rate_hz"]),
         "real_time_factor": float(args["real_time_factor"]),
     }
@@ -136,10 +142,26 @@ def sim_node_spec(values: dict[str, str], config_dir: Path) -> NodeSpec:
     )
 
 
-def sim_demo_specs(values: dict[str, str], config_dir: Path) -> list[NodeSpec]:
-    """Sim + policy node on the sim's clock (what ``aloha_sim.launch.py`` and the demo start)."""
+def sim_demo_specs(
+    values: dict[str, str], config_dir: Path, variant_dir: Path | None = None
+) -> list[NodeSpec]:
+    """Sim + policy node on the sim's clock (what ``aloha_sim.launch.py`` and the demo start).
+
+    The policy node rejects every frame whose size differs from its robot YAML's cameras, so when
+    ``image_width``/``image_height`` ask for another size, both nodes get a copy of the YAML with every
+    camera at that size (written to ``variant_dir``, default a new temporary directory)."""
     values = values | {"use_sim_time": "true"}
-    return [sim_node_spec(values, config_dir), policy_node_spec(values, config_dir, default_robot="aloha")]
+    sim = sim_node_spec(values, config_dir)
+    robot = Path(sim.parameters["robot_config"])
+    size = (sim.parameters["image_width"], sim.parameters["image_height"])
+    if any((c.width, c.height) != size for c in load_robot_config(robot).embodiment.cameras):
+        folder = variant_dir or Path(tempfile.mkdtemp(prefix="qvla-sim-"))
+        variant = write_robot_variant(
+            robot, folder / f"{robot.stem}_{size[0]}x{size[1]}.yaml", camera_size=size
+        )
+        values = values | {"robot_config": str(variant)}
+        sim = sim_node_spec(values, config_dir)
+    return [sim, policy_node_spec(values, config_dir, default_robot="aloha")]
 
 
 def write_robot_variant(

@@ -19,7 +19,7 @@ def make_policy(params: dict[str, Any], config: RobotConfig) -> Policy:
         return TransferCubeExpert(config.embodiment)
     if not params["checkpoint"]:
         raise CheckpointError(
-            "parameter checkpoint is empty: give a local Qwen-VLA checkpoint directory "
+            "parameter checkpoint is empty: pass checkpoint:=<a local Qwen-VLA checkpoint directory> "
             "(qvla-build-checkpoint makes a random one for tests)"
         )
     from qvla_core.model.policy import QwenVLAPolicy

@@ -8,7 +8,6 @@ cleanup/shutdown: stop the inference worker and free the model (and its GPU memo
 from __future__ import annotations
 
 import gc
-import signal
 import sys
 import threading
 from typing import Any
@@ -33,6 +32,7 @@ from qvla_ros import conversions as conv
 from qvla_ros.outputs import RobotOutputs
 from qvla_ros.parameters import POLICY_NODE_PARAMS, validate_update
 from qvla_ros.policy_factory import make_policy
+from qvla_ros.shutdown import prepare_exit, stop_on_signals
 
 _LIFECYCLE = {
     "unconfigured": PolicyStatus.LIFECYCLE_UNCONFIGURED,
@@ -53,6 +53,12 @@ class PolicyNode(LifecycleNode):
                 # A wrong-typed value from launch: keep the default, refuse to configure, stay up.
                 self._startup_faults.append(f"parameter {spec.name}: {exc}")
                 self.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+        # Declaring does not check choices and ranges (validate_update sees updates only): an
+        # out-of-range launch value (e.g. dtype:=float16) would otherwise configure as given.
+        for spec in POLICY_NODE_PARAMS:
+            reason = spec.check(self.get_parameter(spec.name).value)
+            if reason is not None:
+                self._startup_faults.append(f"parameter {reason}")
         self.add_on_set_parameters_callback(validate_update)
         self._engine: PolicyEngine | None = None
         self._outputs: RobotOutputs | None = None
@@ -383,10 +389,8 @@ def main(args: list[str] | None = None) -> None:
     # last trajectory: with rclpy's own handler the context is gone before we could send the hold.
     # Here a signal only sets a flag; the loop wakes at least every 0.1 s of wall time (sim-time
     # timers stop with /clock) and sends the hold while the context still works.
-    stop = threading.Event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     node = PolicyNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -400,6 +404,7 @@ def main(args: list[str] | None = None) -> None:
         node._release()
         node.destroy_node()
         rclpy.try_shutdown()
+        prepare_exit()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ drains before each control step. Publishing from the loop thread is safe in rclp
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -34,6 +35,7 @@ from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -47,6 +49,7 @@ from qvla_core.runtime.joint_state import GripperScaling
 from qvla_core.sim.aloha_env import ARM_JOINTS, CONTROL_DT, DEFAULT_CAMERAS, Task
 from qvla_core.sim.trajectory_executor import TrajectoryExecutor
 from qvla_ros import conversions as conv
+from qvla_ros.shutdown import prepare_exit, stop_on_signals
 from qvla_ros.sim_parameters import SIM_NODE_PARAMS, validate_update
 
 # The simulated ALOHA's 14 channels, in AlohaSim's order (left arm first); the robot YAML's channels
@@ -129,7 +132,8 @@ class _Pacer:
 
 
 class SimNode(Node):
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, stop: threading.Event | None = None, **kwargs: Any) -> None:
+        """``stop``: set it to end the sim loop (main() sets it from the signal handler)."""
         super().__init__("qvla_sim", **kwargs)
         faults = []
         for spec in SIM_NODE_PARAMS:
@@ -160,7 +164,7 @@ class SimNode(Node):
 
         # Callbacks -> sim thread: trajectories and reset requests, drained before each control step.
         self._queue: queue.SimpleQueue[_Trajectory | _Reset | _Seed] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._ready = threading.Event()
         self._startup_error: str | None = None
         # Done when the sim loop ends; its result is the error text, or None after a clean stop.
@@ -262,17 +266,22 @@ class SimNode(Node):
 
     # ---------------------------------------------------------------- lifecycle (main thread)
     def start(self) -> None:
-        """Start the sim thread and wait until the model is loaded; raises ConfigError if it failed."""
+        """Start the sim thread and wait until the model is loaded (or a stop is asked for); raises
+        ConfigError if it failed."""
         self._thread.start()
-        if not self._ready.wait(STARTUP_TIMEOUT_S):
-            raise ConfigError(f"the sim did not start within {STARTUP_TIMEOUT_S:.0f} s")
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self._ready.wait(0.1) and not self._stop.is_set():
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the sim did not start within {STARTUP_TIMEOUT_S:.0f} s")
         if self._startup_error is not None:
             raise ConfigError(self._startup_error)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Stop the sim thread and wait for it; False if it is still running after ``timeout_s``."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=10.0)
+            self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
 
     # ---------------------------------------------------------------- the sim thread
     def _run(self) -> None:
@@ -394,27 +403,40 @@ def _installed_aloha_yaml() -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    # The sim thread owns the MuJoCo model and the EGL context, and main must not return before that
+    # thread has closed them: a KeyboardInterrupt from launch's second SIGINT used to break out of the
+    # join, and exit() then tore EGL down (mujoco.egl's atexit eglTerminate) under the still-rendering
+    # thread: SIGSEGV. So a signal only sets the stop flag; the loop below notices it within 0.1 s, and
+    # the node is destroyed and rclpy shut down only after the thread has ended.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop_on_signals()
     node: SimNode | None = None
     error: str | None = None
     try:
-        node = SimNode()
+        node = SimNode(stop=stop)
         node.start()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin_until_future_complete(node.finished)
+        while not stop.is_set() and not node.finished.done() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
         error = node.finished.result() if node.finished.done() else None
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     except (QvlaError, OSError, ValueError) as exc:
         error = str(exc)
     finally:
-        if node is not None:
-            node.close()
+        stopped = node is None or node.close()
+        if node is not None and stopped:
             node.destroy_node()
         rclpy.try_shutdown()
+        prepare_exit()
+    logger = rclpy.logging.get_logger("qvla_sim")
+    if not stopped:
+        # Leaving through the interpreter's exit would free EGL and DDS under the running thread.
+        logger.error("the sim thread did not stop within 10 s; exiting without clean-up")
+        os._exit(1)
     if error:
-        rclpy.logging.get_logger("qvla_sim").error(error)
+        logger.error(error)
         sys.exit(1)
 
 
