@@ -4,7 +4,9 @@
 #   2. create the project-local venv .venv with pinned ROS 2 Kilted wheels, torch, transformers...
 #   3. patch the ROS wheels' exported CMake paths (no root needed),
 #   4. make sure the offscreen-rendering libraries for the MuJoCo demo exist,
-#   5. colcon build the three packages into install/.
+#   5. colcon build the three packages into install/,
+#   6. with --test-tools (what scripts/test.sh passes): install the test-time ROS 2 tools (launch,
+#      launch_ros, ros2cli and its verbs) from shared/ros2-extras when that folder exists.
 # Every step is skipped when its inputs did not change, so a warm rerun takes seconds.
 # A step that fails removes its "ready" stamp: a half-built venv or workspace is never reused.
 #
@@ -12,6 +14,8 @@
 #   QVLA_PYTHON=/path/to/python3.11   interpreter to build the venv from (default: python3.11 or python3)
 #   QVLA_TORCH=cpu|cuda               cpu (default): the local CPU wheel; cuda: PyPI's CUDA build
 #   QVLA_SKIP_RENDER_LIBS=1           do not check/install the EGL libraries
+#   QVLA_ROS2_EXTRAS=/path            the ros2-extras folder (default: ../shared/ros2-extras, then
+#                                     ./shared/ros2-extras, relative to the repository root)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +24,14 @@ REQ="$ROOT/requirements"
 TORCH_VARIANT="${QVLA_TORCH:-cpu}"
 TORCH_VERSION="2.13.0"
 VENV_LAYOUT=1  # bump when the venv recipe below changes in a way lock.txt does not show
+TEST_TOOLS=0
+for arg in "$@"; do
+    case "$arg" in
+        --test-tools) TEST_TOOLS=1 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+        *) printf 'setup: unknown option %s (see --help)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 say() { printf 'setup: %s\n' "$*"; }
 # Any failure not reported by die() still says where it happened.
@@ -119,6 +131,22 @@ ensure_render_libs() {
     fi
 }
 
+# colcon build into install/ against the venv's ROS 2; $1 names what is built, the rest go to colcon.
+colcon_build() {
+    local what="$1"
+    shift
+    # shellcheck disable=SC1091
+    source "$VENV/bin/activate"
+    export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+    if ! (cd "$ROOT" && colcon build "$@" --event-handlers console_cohesion- status- summary+ \
+        --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$ROOT/log/colcon-build.out" 2>&1); then
+        local failed
+        failed="$(grep -oE 'Failed +<<< [a-z_]+' "$ROOT/log/colcon-build.out" | awk '{print $3}' | head -1)"
+        die "colcon build of $what failed in package ${failed:-?}" "log: $ROOT/log/latest_build/${failed:-}/stdout_stderr.log" \
+            "$(tail -n 25 "$ROOT/log/latest_build/${failed:-}/stdout_stderr.log" 2>/dev/null || tail -n 25 "$ROOT/log/colcon-build.out")"
+    fi
+}
+
 build_workspace() {
     local want
     # Inputs of the build: the venv and every source file (symlinked launch/ and config/ included).
@@ -130,25 +158,83 @@ build_workspace() {
     fi
     rm -f "$ROOT/install/.qvla-ready"
     say "colcon build (qvla_msgs, qvla_core, qvla_ros)"
-    # shellcheck disable=SC1091
-    source "$VENV/bin/activate"
-    export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-    if ! (cd "$ROOT" && colcon build --base-paths src --event-handlers console_cohesion- status- summary+ \
-        --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$ROOT/log/colcon-build.out" 2>&1); then
-        local failed
-        failed="$(grep -oE 'Failed +<<< [a-z_]+' "$ROOT/log/colcon-build.out" | awk '{print $3}' | head -1)"
-        die "colcon build failed in package ${failed:-?}" "log: $ROOT/log/latest_build/${failed:-}/stdout_stderr.log" \
-            "$(tail -n 25 "$ROOT/log/latest_build/${failed:-}/stdout_stderr.log" 2>/dev/null || tail -n 25 "$ROOT/log/colcon-build.out")"
-    fi
+    colcon_build "qvla packages" --base-paths src
     for exe in policy_node; do
         [[ -x "$ROOT/install/qvla_ros/lib/qvla_ros/$exe" ]] || die "colcon finished but install/qvla_ros/lib/qvla_ros/$exe is missing"
     done
     echo "$want" >"$ROOT/install/.qvla-ready"
 }
 
+# EXTRAS = the ros2-extras folder: the one QVLA_ROS2_EXTRAS names, else shared/ beside the checkout
+# (where developers and CI have it), else shared/ inside it (where the device machine has it); empty
+# if none. Run before the long steps, so a wrong QVLA_ROS2_EXTRAS fails at once.
+EXTRAS=""
+find_ros2_extras() {
+    if [[ -n "${QVLA_ROS2_EXTRAS:-}" ]]; then
+        [[ -d "$QVLA_ROS2_EXTRAS/wheels" && -d "$QVLA_ROS2_EXTRAS/src/composition_interfaces" ]] \
+            || die "QVLA_ROS2_EXTRAS=$QVLA_ROS2_EXTRAS is not a ros2-extras folder (wheels/ + src/composition_interfaces)" \
+                "point it at one, or unset it to use ../shared/ros2-extras"
+        EXTRAS="$(cd "$QVLA_ROS2_EXTRAS" && pwd)"
+        return
+    fi
+    local dir
+    for dir in "$ROOT/../shared/ros2-extras" "$ROOT/shared/ros2-extras"; do
+        if [[ -d "$dir/wheels" ]]; then
+            EXTRAS="$(cd "$dir" && pwd)"
+            return
+        fi
+    done
+}
+
+# Test-time tools, never shipped (a robot's distribution has them): the wheels into the venv, and
+# composition_interfaces (launch_ros imports it; not on PyPI) built into install/ beside our packages,
+# so install/setup.bash (and scripts/env.sh) pick it up. Each part is stamped in what it installs
+# into, so a rebuilt venv or a removed install/ redoes only its part.
+setup_ros2_extras() {
+    local extras="$EXTRAS"
+    if [[ -z "$extras" ]]; then
+        say "no ros2-extras folder (../shared/ros2-extras, shared/ros2-extras or QVLA_ROS2_EXTRAS):" \
+            "tests of ros2 launch / ros2 CLI will skip${CI:+ (CI=true: they fail)}"
+        return
+    fi
+    local want_pip want_build
+    want_pip="$(cat "$VENV/.qvla-ready")-$(hash_of "$REQ/ros2-extras.txt" "$extras"/wheels/*.whl)"
+    if [[ -f "$VENV/.qvla-ros2-extras-ready" && "$(cat "$VENV/.qvla-ros2-extras-ready")" == "$want_pip" ]]; then
+        say "ROS 2 test tools up to date ($extras)"
+    else
+        rm -f "$VENV/.qvla-ros2-extras-ready"
+        say "installing the ROS 2 test tools (launch, launch_ros, ros2cli) from $extras"
+        pip_install -r "$REQ/ros2-extras.txt"
+        # --no-deps: the wheels name ament_index_python, which the ROS wheels provide as ros-ament-index-python
+        pip_install --no-deps --force-reinstall "$extras"/wheels/*.whl
+        echo "$want_pip" >"$VENV/.qvla-ros2-extras-ready"
+    fi
+    want_build="$(cat "$VENV/.qvla-ready")-$(cd "$extras/src" && find composition_interfaces -type f -print0 \
+        | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+    if [[ -f "$ROOT/install/.qvla-ros2-extras-ready" \
+        && "$(cat "$ROOT/install/.qvla-ros2-extras-ready")" == "$want_build" ]]; then
+        return
+    fi
+    rm -f "$ROOT/install/.qvla-ros2-extras-ready"
+    say "colcon build composition_interfaces (for launch_ros)"
+    colcon_build composition_interfaces --base-paths "$extras/src"
+    "$VENV/bin/python" - "$ROOT" <<'PY' || die "the ROS 2 test tools do not import" "see the traceback above"
+import os, subprocess, sys
+# The built interface package, as install/setup.bash would give it; then the real imports.
+root = sys.argv[1]
+site = os.path.join(root, "install", "composition_interfaces", "lib", "python3.11", "site-packages")
+env = dict(os.environ, PYTHONPATH=site + os.pathsep + os.environ.get("PYTHONPATH", ""))
+code = "import launch_ros.actions, ros2cli.cli, ros2launch, ros2lifecycle, ros2param, rosidl_runtime_py"
+sys.exit(subprocess.run([sys.executable, "-c", code], env=env).returncode)
+PY
+    echo "$want_build" >"$ROOT/install/.qvla-ros2-extras-ready"
+}
+
 mkdir -p "$ROOT/log"
+if [[ "$TEST_TOOLS" == "1" ]]; then find_ros2_extras; fi
 check_toolchain
 setup_venv
 ensure_render_libs
 build_workspace
+if [[ "$TEST_TOOLS" == "1" ]]; then setup_ros2_extras; fi
 say "ready: source scripts/env.sh to use the workspace"

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k scheduler, or -m slow for the slow set).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup.sh" --test-tools
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
