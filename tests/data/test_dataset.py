@@ -147,3 +147,43 @@ def test_downloaded_layout_with_camera_map(tmp_path: Path) -> None:
         s = ds[7]
         assert (s.episode_index, s.frame_index, s.observation.instruction) == (1, 1, w.tasks[1])
         assert mae(s.observation.images["cam_high"][0], w.image(1, 1, "top")) < 5.0
+
+
+def test_files_roll_over_into_new_files_and_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the size limits a new data / video file starts, and a new chunk directory past chunks_size."""
+    from qvla_core.data import format as fmt
+
+    monkeypatch.setattr(fmt, "DATA_FILE_SIZE_MB", 0)
+    monkeypatch.setattr(fmt, "VIDEO_FILE_SIZE_MB", 0)
+    monkeypatch.setattr(fmt, "CHUNKS_SIZE", 2)
+    w = write_dataset(tmp_path / "ds", lengths=(5, 6, 7))
+    data = sorted(p.relative_to(w.root).as_posix() for p in (w.root / "data").rglob("*.parquet"))
+    assert data == [
+        "data/chunk-000/file-000.parquet",
+        "data/chunk-000/file-001.parquet",
+        "data/chunk-001/file-000.parquet",
+    ]
+    videos = sorted(p.relative_to(w.root / "videos").as_posix() for p in (w.root / "videos").rglob("*.mp4"))
+    assert len(videos) == 6 and "observation.images.cam_low/chunk-001/file-000.mp4" in videos
+    for cache in (None, tmp_path / "cache"):
+        ds = LeRobotDataset(w.root, embodiment(), cache_dir=cache)
+        assert len(ds) == 18
+        s = ds[5 + 6 + 3]
+        assert (s.episode_index, s.frame_index) == (2, 3)
+        np.testing.assert_array_equal(s.observation.state, w.states[2][3])
+        assert mae(s.observation.images["cam_high"][0], w.image(2, 3, "cam_high")) < 5.0
+
+
+def test_pickles_for_dataloader_workers(written: Written, tmp_path: Path) -> None:
+    import pickle
+
+    for cache in (None, tmp_path):
+        ds = LeRobotDataset(written.root, embodiment(), cache_dir=cache)
+        first = ds[40]
+        copy = pickle.loads(pickle.dumps(ds))
+        again = copy[40]
+        np.testing.assert_array_equal(
+            first.observation.images["cam_low"], again.observation.images["cam_low"]
+        )
+        np.testing.assert_array_equal(first.actions, again.actions)
+        assert len(pickle.dumps(ds)) < 200_000  # no decoded frames travel to the workers

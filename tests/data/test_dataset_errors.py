@@ -195,3 +195,12 @@ def test_stats_json_with_wrong_widths(ds: Path) -> None:
     stats["action"]["q01"] = stats["action"]["q01"][:5]
     path.write_text(json.dumps(stats))
     refused(ds, embodiment(), r"stats.json: action.q01: 5 values, but action has 14 channels")
+
+
+def test_cameras_stored_as_images_are_named(ds: Path) -> None:
+    edit_info(ds, lambda info: info["features"]["observation.images.cam_low"].update(dtype="image"))
+    refused(
+        ds,
+        embodiment(),
+        r"features.observation.images.cam_low: the robot YAML's camera 'cam_low' is stored as images",
+    )

@@ -68,16 +68,27 @@ def history_offsets(history: FrameHistory, fps: float) -> list[int]:
     ]
 
 
+def _video_key(info: Info, given: str, what: str) -> str | None:
+    """The video feature key a camera name or key refers to (None when the dataset has none)."""
+    key = given if given in info.features else fmt.image_key(given)
+    if info.features.get(key, {}).get("dtype") == "image":
+        raise DatasetError(
+            f"{info.path}: features.{key}: {what} is stored as images in the parquet files (dtype 'image'); "
+            "this reader reads cameras stored as video only (re-encode them with LeRobot's tools)"
+        )
+    return key if key in info.video_keys else None
+
+
 def _camera_keys(info: Info, embodiment: Embodiment, camera_map: Mapping[str, str] | None) -> dict[str, str]:
     """Embodiment camera name -> the dataset's video key for it."""
-    keys = info.video_keys
     names = set(embodiment.camera_names)
     chosen: dict[str, str] = {}
     for given, camera in (camera_map or {}).items():
-        key = given if given in keys else fmt.image_key(given)
-        if key not in keys:
+        key = _video_key(info, given, f"camera_map's {given!r}")
+        if key is None:
             raise DatasetError(
-                f"{info.path}: camera_map: {given!r} is not a camera of the dataset (has {list(keys)})"
+                f"{info.path}: camera_map: {given!r} is not a camera of the dataset "
+                f"(has {list(info.video_keys)})"
             )
         if camera not in names:
             raise DatasetError(
@@ -88,11 +99,12 @@ def _camera_keys(info: Info, embodiment: Embodiment, camera_map: Mapping[str, st
         chosen[camera] = key
     for camera in embodiment.camera_names:
         if camera not in chosen:
-            key = fmt.image_key(camera)
-            if key not in keys:
+            key = _video_key(info, camera, f"the robot YAML's camera {camera!r}")
+            if key is None:
                 raise DatasetError(
-                    f"{info.path}: the robot YAML's camera {camera!r} has no {key!r} in the dataset "
-                    f"(its cameras: {list(keys)}); map one with camera_map (--camera-map KEY={camera})"
+                    f"{info.path}: the robot YAML's camera {camera!r} has no {fmt.image_key(camera)!r} in "
+                    f"the dataset (its cameras: {list(info.video_keys)}); map one with camera_map "
+                    f"(--camera-map KEY={camera})"
                 )
             chosen[camera] = key
     return chosen

@@ -1,4 +1,5 @@
-"""Reading a v3.0 dataset's parquet tables (tasks, episodes, frames), checked against info.json.
+"""A v3.0 dataset's parquet tables (tasks, episodes, frames): read and checked against info.json,
+and the metadata tables written.
 
 Every problem is a :class:`~qvla_core.data.format.DatasetError` naming the file, the column or
 key, and the episode.
@@ -248,3 +249,43 @@ def episode_rows(frames: Frames, episode: Episode, data_file: Path) -> slice:
     if not np.array_equal(frames.frame_index[rows], np.arange(episode.length)):
         raise DatasetError(f"{where}: frame_index is not 0..{episode.length - 1} in order")
     return rows
+
+
+def write_tasks(root: Path, tasks: Sequence[str]) -> None:
+    """``meta/tasks.parquet``: task_index and the task text, the text as the pandas index (what
+    LeRobot's reader, which loads the file with pandas, looks tasks up by)."""
+    table = pa.table(
+        {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(list(tasks), pa.string())}
+    )
+    column = {"pandas_type": "int64", "numpy_type": "int64", "metadata": None}
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", **column},
+            {
+                "name": "task",
+                "field_name": "task",
+                **column,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+            },
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.0",
+    }
+    path = root / fmt.TASKS_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}), path)
+
+
+def write_episodes(root: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``meta/episodes/chunk-000/file-000.parquet`` from episode rows (``qvla/success`` typed bool
+    even when every value is null)."""
+    table = pa.Table.from_pylist(list(rows))
+    if "qvla/success" in table.column_names:
+        success = pa.array([r.get("qvla/success") for r in rows], type=pa.bool_())
+        table = table.set_column(table.schema.get_field_index("qvla/success"), "qvla/success", success)
+    path = root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)

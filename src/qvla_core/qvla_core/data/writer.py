@@ -32,6 +32,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from qvla_core.data import format as fmt
 from qvla_core.data.format import DatasetError
 from qvla_core.data.stats import ImageStats, Stats, aggregate, episode_columns, to_lists, vector_stats
+from qvla_core.data.tables import write_episodes, write_tasks
 from qvla_core.data.video import EpisodeEncoder, VideoFileWriter, VideoSettings, check_frame, video_info
 
 FloatArray = npt.NDArray[np.float32]
@@ -272,10 +273,9 @@ class DatasetWriter:
             else:
                 arrays.append(pa.array(values))
         table = pa.Table.from_arrays(arrays, names=list(columns))
-        path = self.staging / fmt.DATA_PATH.format(
-            chunk_index=self._data.index()[0], file_index=self._data.index()[1]
-        )
-        if self._data_writer is not None and self._data.full(path.stat().st_size, table.nbytes):
+        if self._data_writer is not None and self._data.full(
+            Path(self._data_writer.where).stat().st_size, table.nbytes
+        ):
             self._data_writer.close()
             self._data_writer = None
             self._data.next()
@@ -357,43 +357,8 @@ class DatasetWriter:
     def _write_meta(self) -> None:
         s = self.staging
         tasks = sorted(self._tasks, key=self._tasks.__getitem__)
-        tasks_table = pa.table(
-            {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())}
-        )
-        # pandas metadata so that pandas (LeRobot's reader) reads the task text as the table's index.
-        pandas_meta = {
-            "index_columns": ["task"],
-            "column_indexes": [],
-            "columns": [
-                {
-                    "name": "task_index",
-                    "field_name": "task_index",
-                    "pandas_type": "int64",
-                    "numpy_type": "int64",
-                    "metadata": None,
-                },
-                {
-                    "name": "task",
-                    "field_name": "task",
-                    "pandas_type": "unicode",
-                    "numpy_type": "object",
-                    "metadata": None,
-                },
-            ],
-            "creator": {"library": "pyarrow", "version": pa.__version__},
-            "pandas_version": "2.2.0",
-        }
-        tasks_table = tasks_table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
-        (s / fmt.TASKS_PATH).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(tasks_table, s / fmt.TASKS_PATH)
-        episodes = pa.Table.from_pylist(self._episodes)
-        success = pa.array([e["qvla/success"] for e in self._episodes], type=pa.bool_())
-        episodes = episodes.set_column(
-            episodes.schema.get_field_index("qvla/success"), "qvla/success", success
-        )
-        path = s / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(episodes, path)
+        write_tasks(s, tasks)
+        write_episodes(s, self._episodes)
         keys = self._numeric_stats[0].keys()
         stats: dict[str, Stats] = {k: aggregate([e[k] for e in self._numeric_stats]) for k in keys}
         stats.update({fmt.image_key(c): st.stats() for c, st in self._image_stats.items()})
