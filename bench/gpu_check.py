@@ -41,8 +41,9 @@ class Step:
 
 
 class Runner:
-    def __init__(self, out: Path, budget_s: float) -> None:
+    def __init__(self, out: Path, budget_s: float, scale: float = 1.0) -> None:
         self.out = out
+        self.scale = scale
         self.deadline = time.monotonic() + budget_s
         self.steps: list[Step] = []
         self.log = (out / "gpu_check.log").open("a", encoding="utf-8")
@@ -52,7 +53,7 @@ class Runner:
 
     def run(self, step: Step, stdout: Path | None = None) -> bool:
         self.steps.append(step)
-        limit = min(step.limit_s, self.left() - 5.0)
+        limit = min(step.limit_s * self.scale, self.left() - 5.0)
         if limit < 20.0:
             step.status = "skipped: out of time"
             return False
@@ -142,11 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--train-steps", type=int, default=10)
     p.add_argument("--work", type=Path, default=Path("/tmp/qvla_gpu_check"))
+    p.add_argument(
+        "--limit-scale", type=float, default=1.0, help="multiply every step's limit (a slow rehearsal host)"
+    )
     args = p.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(args.out, args.budget_s)
+    runner = Runner(args.out, args.budget_s, args.limit_scale)
     py = sys.executable
 
     runner.run(Step("environment", [py, "-c", ENV_SCRIPT], 60.0), stdout=args.out / "env.txt")
