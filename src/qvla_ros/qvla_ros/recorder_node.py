@@ -12,7 +12,9 @@ bag; ``~/stop_episode`` (qvla_msgs/srv/StopEpisode: success, or discard) closes 
 nothing is written, but the last ``preroll`` seconds of every topic are kept and written at the start
 of the next episode, so its first control tick already has a camera frame and a joint state (the
 converter's observation at a tick is the newest message not newer than it, within the YAML's age
-limits; the pre-roll is the largest of them).
+limits; the pre-roll is the largest of them). Likewise ``~/stop_episode`` keeps writing for a pre-roll
+past the stop before it closes the file: messages stamped before the stop that are still on their way
+(in DDS, or queued behind the service call on a busy machine) reach the file.
 
 Topics are subscribed once a publisher appears (checked every 0.25 s), with the publishers'
 reliability (reliable when they all are, as rosbag2 adapts its QoS); a publisher of another type
@@ -25,12 +27,15 @@ sequence numbers where the middleware reports them; a full write queue drops and
 from __future__ import annotations
 
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -41,6 +46,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
 from rosidl_runtime_py.utilities import get_message
 
 from qvla_core.errors import ConfigError, QvlaError
@@ -158,11 +164,16 @@ class RecorderNode(Node):
         )
         self.topics = [_Topic(name, kind) for name, kind in recorded_topics(self.config).items()]
         self._bag: EpisodeBag | None = None
+        self._stopping = False
         self._episode: dict[str, str] = {}
         self._episode_index = -1
         self._losses_at_start: dict[str, int] = {}
         self.create_service(StartEpisode, "~/start_episode", self._srv_start)
-        self.create_service(StopEpisode, "~/stop_episode", self._srv_stop)
+        # A group of its own: while the coroutine awaits the tail, the default group (subscriptions,
+        # /clock, timers) must stay free to run.
+        self.create_service(
+            StopEpisode, "~/stop_episode", self._srv_stop, callback_group=MutuallyExclusiveCallbackGroup()
+        )
         self.create_timer(DISCOVERY_PERIOD_S, self._discover)
         self._discover()
         self.get_logger().info(
@@ -217,7 +228,7 @@ class RecorderNode(Node):
         sequence = int(info.get("publication_sequence_number") or 0)
         if self._bag is not None:
             self._bag.put(index, log_ns, publish_ns, sequence, data)
-            return
+        # Kept while recording too: an episode started right after the last one gets its pre-roll.
         topic.preroll.append((log_ns, publish_ns, sequence, data))
         while topic.preroll and topic.preroll[0][0] < log_ns - self.preroll_ns:
             topic.preroll.popleft()
@@ -284,7 +295,6 @@ class RecorderNode(Node):
             for log_ns, publish_ns, sequence, data in topic.preroll:
                 if log_ns >= start_ns - self.preroll_ns:
                     bag.put(i, log_ns, publish_ns, sequence, data)
-            topic.preroll.clear()
         self._bag, self._episode_index = bag, index
         self._losses_at_start = {t.name: t.lost for t in self.topics}
         self._episode = {
@@ -301,12 +311,46 @@ class RecorderNode(Node):
         self.get_logger().info(f"{response.message}: {request.task.strip()!r}")
         return response
 
-    def _srv_stop(self, request: StopEpisode.Request, response: StopEpisode.Response) -> StopEpisode.Response:
-        bag, self._bag = self._bag, None
-        if bag is None:
-            response.accepted, response.message = False, "no episode is being recorded"
+    async def _srv_stop(
+        self, request: StopEpisode.Request, response: StopEpisode.Response
+    ) -> StopEpisode.Response:
+        # A coroutine: while it awaits the episode's tail, the executor goes on taking messages.
+        if self._bag is None or self._stopping:
+            response.accepted = False
+            response.message = (
+                "the episode is already stopping" if self._stopping else "no episode is being recorded"
+            )
             return response
         stop_ns = self.get_clock().now().nanoseconds
+        if not request.discard:
+            self._stopping = True
+            try:
+                await self._tail(stop_ns)
+            finally:
+                self._stopping = False
+        return self._stop(request, response, stop_ns)
+
+    def _tail(self, stop_ns: int) -> Future[None]:
+        """Done once the clock is a pre-roll past the stop (or a few wall seconds later, if the clock
+        stopped): messages stamped before the stop that are still on their way reach the file."""
+        done: Future[None] = Future()
+        deadline = time.monotonic() + 2.0 + 4.0 * self.preroll_ns / 1e9
+
+        def check() -> None:
+            now = self.get_clock().now().nanoseconds
+            if not done.done() and (now >= stop_ns + self.preroll_ns or time.monotonic() > deadline):
+                timer.cancel()
+                done.set_result(None)
+
+        timer = self.create_timer(0.005, check, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        done.add_done_callback(lambda _: self.destroy_timer(timer))
+        return done
+
+    def _stop(
+        self, request: StopEpisode.Request, response: StopEpisode.Response, stop_ns: int
+    ) -> StopEpisode.Response:
+        bag, self._bag = self._bag, None
+        assert bag is not None
         lost = {t.name: t.lost - self._losses_at_start[t.name] for t in self.topics}
         if request.discard:
             bag.abort()
@@ -343,7 +387,8 @@ class RecorderNode(Node):
         """An episode still open at shutdown is closed as unsuccessful (its data is kept)."""
         if self._bag is not None:
             request = StopEpisode.Request(success=False, discard=False)
-            self._srv_stop(request, StopEpisode.Response())
+            now = self.get_clock().now().nanoseconds
+            self._stop(request, StopEpisode.Response(), now)  # nothing spins any more: no tail
 
 
 def _remove_tree(path: Path) -> None:

@@ -103,8 +103,10 @@ def _episode_frames(
         frames += 1
         tick()
 
-    # Messages from before the start are read too (the recorder's pre-roll): the first ticks observe them.
-    for message in bag.messages(resampler.topics, start - resampler.lookback_ns, stop):
+    # Messages from before the start are read too (the recorder's pre-roll): the first ticks observe
+    # them; and from after the stop (its tail): messages stamped before the stop that arrived late.
+    window = resampler.lookback_ns
+    for message in bag.messages(resampler.topics, start - window, stop + window):
         resampler.add(message)
         for frame in resampler.ready(message.log_ns):
             write(frame)
