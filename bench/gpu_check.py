@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             runner.skip(name, "no checkpoint")
             continue
         cmd = [py, str(script), "--preset", args.preset, "--backbone", "qwen3_5", "--device", args.device]
-        cmd += ["--dtype", args.dtype, "--train", train, "--steps", str(args.train_steps)]
+        cmd += ["--dtype", args.dtype, "--train", train, "--steps", str(args.train_steps), "--warmup", "2"]
+        # A small synthetic dataset: the frozen-backbone run caches features of every frame first.
+        cmd += ["--batch-size", "8", "--episodes", "2", "--frames", "40"]
         cmd += ["--checkpoint", str(args.work / f"ckpt_{args.preset}_qwen3_5")]
         cmd += ["--out", str(args.out / "train_throughput.md")]
         runner.run(Step(name, cmd, 120.0))
