@@ -34,7 +34,9 @@ import shlex
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +49,31 @@ sys.path.insert(0, str(REPO / "src" / "qvla_core"))
 from qvla_core.embodiment import Embodiment, load_embodiment  # noqa: E402
 from qvla_core.model.backbone import BACKBONE_TYPES  # noqa: E402
 from qvla_core.model.builder import build_checkpoint  # noqa: E402
+from qvla_core.model.train import linear_patch_embed  # noqa: E402
 from qvla_core.training.config import load_train_config  # noqa: E402
 from qvla_core.training.datasets import DatasetSpec  # noqa: E402
+from qvla_core.training.frames import TrainingBatch  # noqa: E402
 from qvla_core.training.loop import Loop  # noqa: E402
 from qvla_core.training.session import RunSpec, Session  # noqa: E402
 from qvla_core.training.synthetic import SyntheticSource  # noqa: E402
 
 ALOHA = REPO / "config" / "robots" / "aloha.yaml"
 COLUMNS = (
-    "preset", "backbone", "device", "dtype", "train", "batch", "cache", "s/step", "samples/s",
-    "data wait", "peak memory", "set-up s",
+    "preset", "backbone", "device", "dtype", "train", "batch", "cache", "threads", "s/step", "CPU s/step",
+    "samples/s", "data wait", "peak memory", "set-up s", "load",
 )  # fmt: skip
-KEY_COLUMNS = 7  # a row with the same first seven cells is replaced
+KEY_COLUMNS = 8  # a row with the same first eight cells is replaced
 BEGIN, END = "<!-- rows -->", "<!-- /rows -->"
+LEGEND = (
+    "s/step: mean (median) wall-clock seconds of the trainer's step (data + forward + backward + AdamW) "
+    "over the timed steps; CPU s/step: the process's CPU time per step (with one thread: what the step "
+    "costs on an unshared core); samples/s = batch / mean s/step; data wait: share of the step spent "
+    "waiting for the DataLoader; cache: frames (samples read once into arrays) or features (the frozen "
+    "backbone's conditioning computed once per frame, train: decoder); set-up: model load, frame and "
+    "features caches. Peak memory: the CUDA allocator's peak, or the process's peak RSS on a CPU. load: "
+    "the machine's 1-minute load average after the run (above the core count, other work shared the "
+    "cores and wall-clock times are inflated)."
+)
 
 
 def device_name(device: str) -> str:
@@ -73,8 +87,7 @@ def device_name(device: str) -> str:
                 break
     except OSError:
         pass
-    threads = torch.get_num_threads()
-    return f"CPU {cpu}, {os.cpu_count()} cores, {threads} torch threads (torch {torch.__version__})"
+    return f"CPU {cpu}, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
 def size(text: str) -> tuple[int, int]:
@@ -105,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="Markdown table to add the row to")
     p.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of building one")
     p.add_argument("--image-size", type=lambda t: tuple(reversed(size(t))), default=None, metavar="WxH",
-                   help="model image size (default 128x96 tiny, 224x224 full)")  # fmt: skip
+                   help="model image size (tiny: 128x96, qwen2_5_vl 112x84; full: 224x224)")  # fmt: skip
     p.add_argument("--cameras", type=int, default=1, help="ALOHA cameras in the synthetic robot (1-4)")
     p.add_argument(
         "--camera-size", type=size, default=(128, 96), metavar="WxH", help="their size in the YAML"
@@ -120,7 +133,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="crop 0.9, shift 0.04, colour jitter 0.2")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of the timed steps")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time, interleaved step by step, the trainer's step with the Conv3d patch embedding and "
+        "the plain path: QwenVLAPolicy.training_loss on samples read every step (per-sample "
+        "preprocessing, Conv3d), as the old one-step helper did",
+    )
     return p
+
+
+def baseline_step(session: Session, source: SyntheticSource, rows: list[int]) -> torch.Tensor:
+    """The plain training step the trainer replaced (see --baseline)."""
+    policy = next(iter(session.policies.values()))
+    samples = [source[r] for r in rows]
+    loss = policy.training_loss(
+        [x.observation for x in samples],
+        [x.actions for x in samples],
+        generator=session.noise_gen,
+        train_backbone=session.train_backbone,
+        action_is_pad=[x.action_is_pad for x in samples],
+    )
+    session.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(session.trainable, 1.0)
+    session.optimizer.step()
+    return loss.detach()
+
+
+def conv_patch_embed(model: torch.nn.Module) -> None:
+    """Undo model/train.py's linear patch embedding (the instance forward falls back to the class's)."""
+    for module in model.modules():
+        if type(module).__name__.endswith("PatchEmbed") and "forward" in module.__dict__:
+            del module.forward
 
 
 def peak_memory(device: str) -> str:
@@ -129,9 +174,11 @@ def peak_memory(device: str) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (RSS)"
 
 
-def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def measure(args: argparse.Namespace, work: Path) -> list[dict[str, str]]:
     e = robot(args.cameras, args.camera_size, work)
-    image = args.image_size or ((96, 128) if args.preset == "tiny" else (224, 224))
+    # tiny: 12 tokens per image (patch 16: 96x128; Qwen2.5-VL's patch 14: 84x112); full: 224x224
+    tiny = (84, 112) if args.backbone == "qwen2_5_vl" else (96, 128)
+    image = args.image_size or (tiny if args.preset == "tiny" else (224, 224))
     ckpt = args.checkpoint
     if ckpt is None:
         ckpt = work / "ckpt"
@@ -141,7 +188,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )  # fmt: skip
     overrides = [
         f"train={args.train}", f"device={args.device}", f"dtype={args.dtype}",
-        f"schedule.steps={args.warmup + args.steps}", f"schedule.batch_size={args.batch_size}",
+        f"schedule.steps={(args.warmup + args.steps) * (3 if args.baseline else 1)}",
+        f"schedule.batch_size={args.batch_size}",
         "validation.episodes=0", "checkpoint.every_steps=1000000", f"data.workers={args.workers}",
         f"features_cache={not args.no_features_cache}", f"data.frame_cache={not args.no_frame_cache}",
     ]  # fmt: skip
@@ -162,10 +210,35 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     loop = Loop(session)
     session.set_mode(training=True)
     batches = loop._loader(0)
+    cached = "features" if session.train_features else ("frames" if config.data.frame_cache else "none")
+    cached += f", {args.workers} workers" if args.workers else ""
+    model = session.policy.backbone.model
+
+    def trainer(batch: TrainingBatch) -> torch.Tensor:
+        return loop.step(batch)[0]
+
+    def trainer_conv(batch: TrainingBatch) -> torch.Tensor:
+        conv_patch_embed(model)
+        try:
+            return loop.step(batch)[0]
+        finally:
+            linear_patch_embed(model)
+
+    def baseline(batch: TrainingBatch) -> torch.Tensor:
+        conv_patch_embed(model)
+        try:
+            return baseline_step(session, source, batch.rows.tolist())
+        finally:
+            linear_patch_embed(model)
+
+    variants: dict[str, Callable[[TrainingBatch], torch.Tensor]] = {cached: trainer}
+    if args.baseline:  # interleaved in one process, so a busy machine slows all of them alike
+        variants[f"{cached}; Conv3d patch embed"] = trainer_conv
+        variants["baseline: training_loss on samples, Conv3d"] = baseline
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    waits, totals = [], []
+    times: dict[str, dict[str, list[float]]] = {k: {"wait": [], "total": [], "cpu": []} for k in variants}
     prof = None
     for i in range(args.warmup + args.steps):
         if i == args.warmup and args.profile:
@@ -174,21 +247,25 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
             prof = profile(activities=activities)
             prof.__enter__()
-        t_start = time.perf_counter()
-        batch = next(batches)
-        t_data = time.perf_counter()
-        loss, _ = loop.step(batch)
-        float(loss)
-        sync()
-        t_end = time.perf_counter()
-        if i >= args.warmup:
-            waits.append(t_data - t_start)
-            totals.append(t_end - t_start)
+        for name, step in variants.items():
+            t_start = time.perf_counter()
+            c_start = time.process_time()
+            batch = next(batches)
+            t_data = time.perf_counter()
+            float(step(batch))
+            sync()
+            if i >= args.warmup:
+                times[name]["wait"].append(t_data - t_start)
+                times[name]["total"].append(time.perf_counter() - t_start)
+                times[name]["cpu"].append(time.process_time() - c_start)
     if prof is not None:
         prof.__exit__(None, None, None)
-        print_profile(prof, args.steps)
-    mean = statistics.mean(totals)
-    cached = "features" if session.train_features else ("frames" if config.data.frame_cache else "none")
+        print_profile(prof, args.steps * len(variants))
+    return [row(args, name, t, setup) for name, t in times.items()]
+
+
+def row(args: argparse.Namespace, cache: str, t: dict[str, list[float]], setup: float) -> dict[str, str]:
+    mean = statistics.mean(t["total"])
     return {
         "preset": args.preset,
         "backbone": args.backbone,
@@ -196,12 +273,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "dtype": args.dtype,
         "train": args.train + (" +aug" if args.augment else ""),
         "batch": str(args.batch_size),
-        "cache": cached + (f", {args.workers} workers" if args.workers else ""),
-        "s/step": f"{mean:.3f} (median {statistics.median(totals):.3f})",
+        "cache": cache,
+        "threads": str(torch.get_num_threads()),
+        "s/step": f"{mean:.3f} (median {statistics.median(t['total']):.3f})",
+        "CPU s/step": f"{statistics.mean(t['cpu']):.3f}",
         "samples/s": f"{args.batch_size / mean:.1f}",
-        "data wait": f"{100 * sum(waits) / sum(totals):.1f}%",
+        "data wait": f"{100 * sum(t['wait']) / sum(t['total']):.1f}%",
         "peak memory": peak_memory(args.device),
         "set-up s": f"{setup:.1f}",
+        "load": f"{os.getloadavg()[0]:.1f}",
     }
 
 
@@ -212,7 +292,7 @@ def print_profile(prof: Any, steps: int) -> None:
     print("per step, ms:", {k: round(v, 1) for k, v in sorted(scopes.items())})
 
 
-def write_table(path: Path, row: dict[str, Any], device: str, command: str) -> None:
+def write_table(path: Path, entry: dict[str, Any], device: str, command: str) -> None:
     rows: list[list[str]] = []
     if path.is_file():
         text = path.read_text(encoding="utf-8")
@@ -222,7 +302,7 @@ def write_table(path: Path, row: dict[str, Any], device: str, command: str) -> N
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
                 if len(cells) == len(COLUMNS):
                     rows.append(cells)
-    new = [str(row[c]) for c in COLUMNS]
+    new = [str(entry[c]) for c in COLUMNS]
     rows = [r for r in rows if r[:KEY_COLUMNS] != new[:KEY_COLUMNS]] + [new]
     rows.sort(key=lambda r: r[:KEY_COLUMNS])
     lines = [
@@ -230,11 +310,7 @@ def write_table(path: Path, row: dict[str, Any], device: str, command: str) -> N
         "",
         f"Machine: {device}. Last command: `{command}`.",
         "",
-        "s/step: mean (median) over the timed steps of the trainer's step (data + forward + backward +",
-        "AdamW); samples/s = batch / mean s/step; data wait: share of the step spent waiting for the",
-        "DataLoader; cache: frames (samples read once into arrays) or features (the frozen backbone's",
-        "conditioning computed once per frame, train: decoder); set-up: frame and features caches,",
-        "model load. Peak memory: CUDA allocator peak, or the process's peak RSS on a CPU.",
+        *textwrap.wrap(LEGEND, 100),
         "",
         BEGIN,
         "| " + " | ".join(COLUMNS) + " |",
@@ -260,12 +336,14 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="qvla-train-bench-") as tmp:
-        row = measure(args, Path(tmp))
+        rows = measure(args, Path(tmp))
     print("| " + " | ".join(COLUMNS) + " |")
-    print("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
     if args.out:
         command = "python bench/train_throughput.py " + shlex.join(sys.argv[1:])
-        write_table(args.out, row, device_name(args.device), command)
+        for r in rows:
+            write_table(args.out, r, device_name(args.device), command)
         print(f"wrote {args.out}")
     return 0
 

@@ -74,7 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="data.workers")
     p.add_argument("--seed", type=int, help="seed")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--cache-dir", type=Path, help="where read frames are cached (default OUT/cache)")
+    p.add_argument(
+        "--cache-dir", type=Path, help="where decoded and resized frames are cached (default OUT/cache)"
+    )
     p.add_argument(
         "--camera-map",
         action="append",
@@ -129,10 +131,11 @@ def dataset_specs(args: argparse.Namespace) -> list[DatasetSpec]:
             "(same order), or one for all"
         )
     cameras = camera_map(args.camera_map)
+    cache = args.cache_dir or args.out / "cache"  # the reader's decoded frames live there too
     specs = []
     for root, robot in zip(args.dataset, robots, strict=True):
         e = load_embodiment(robot)
-        specs.append(DatasetSpec(open_dataset(root, e, cameras, args.cache_dir), e, str(root)))
+        specs.append(DatasetSpec(open_dataset(root, e, cameras, cache), e, str(root)))
     return specs
 
 

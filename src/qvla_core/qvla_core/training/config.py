@@ -182,7 +182,11 @@ class TrainConfig(Strict):
     validation: Validation = Field(default_factory=Validation, description="Held-out evaluation.")
     checkpoint: Checkpointing = Field(default_factory=Checkpointing, description="Checkpoint cadence.")
     data: Data = Field(default_factory=Data, description="Data loading.")
-    seed: int = Field(default=0, ge=0, description="Seeds the split, the sampler, the noise and the weights.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seeds the episode split, the sampler, the noise, augmentation and new (LoRA) weights.",
+    )
     device: str = Field(
         default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Where training runs: cpu or cuda[:N]."
     )
@@ -241,3 +245,28 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
 def dump_train_config(config: TrainConfig) -> str:
     """The resolved configuration as YAML (written into every run and checkpoint)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def reference_markdown() -> str:
+    """The config keys as Markdown tables (docs/training.md embeds this; a test keeps it current)."""
+    lines: list[str] = []
+    sections: list[tuple[str, type[Strict]]] = [("(top level)", TrainConfig)]
+    for name, field in TrainConfig.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Strict):
+            sections.append((name, annotation))
+    for title, model in sections:
+        lines += [f"**{title}**", "", "| key | default | meaning |", "|---|---|---|"]
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if model is TrainConfig and isinstance(annotation, type) and issubclass(annotation, Strict):
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = default if isinstance(default, int | float | str | type(None)) else list(default)
+            lines.append(f"| `{name}` | `{shown}` | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -167,9 +167,15 @@ class Session:
         device_type = torch.device(cfg.device).type
         self.autocast_to = autocast_dtype(cfg.dtype, self.run.autocast_device_type or device_type)
         first = next(iter(embodiments.values()))
+        # A frozen base under bf16 autocast on a GPU is loaded in bf16 (half the memory, and what
+        # autocast would compute in anyway); trained weights (decoder, adapters, `all`) stay fp32.
+        frozen_bf16 = device_type == "cuda" and self.autocast_to is torch.bfloat16 and cfg.train != "all"
         try:
             base = QwenVLAPolicy.from_checkpoint(
-                path, first.model_copy(update={"normalization": stats[first.name]}), device=cfg.device
+                path,
+                first.model_copy(update={"normalization": stats[first.name]}),
+                device=cfg.device,
+                dtype="bfloat16" if frozen_bf16 else "float32",
             )
         except QvlaError as exc:
             raise TrainingError(f"--checkpoint {path}: {exc}") from exc
