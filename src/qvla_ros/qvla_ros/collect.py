@@ -66,7 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=size_arg, help="WxH of every camera (default: the robot YAML's)")
     p.add_argument("--episode-seconds", type=float, default=6.0, help="sim seconds per episode")
     p.add_argument("--camera-rate", type=float, default=25.0, help="camera rate in sim time [Hz]")
-    p.add_argument("--real-time-factor", type=float, default=1.0, help="sim speed (0 = as fast as it goes)")
+    p.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=0.5,
+        help="sim speed; 0.5 leaves the policy node time on a small shared CPU (at 1.0 under load its "
+        "inputs went stale and the expert failed 1 episode in 5); 0 starves it",
+    )
     p.add_argument("--chunking", default="", help="ros.chunking.mode (replace, temporal_ensemble, rtc)")
     p.add_argument("--task", default=TASK, help="the task text given to the policy and stored")
     p.add_argument("--keep-failed", action="store_true", help="also put unsuccessful episodes in the dataset")
