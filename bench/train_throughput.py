@@ -188,7 +188,7 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, str]]:
         )  # fmt: skip
     overrides = [
         f"train={args.train}", f"device={args.device}", f"dtype={args.dtype}",
-        f"schedule.steps={(args.warmup + args.steps) * (3 if args.baseline else 1)}",
+        f"schedule.steps={(args.warmup + args.steps) * (3 if args.baseline else 1)}",  # every variant
         f"schedule.batch_size={args.batch_size}",
         "validation.episodes=0", "checkpoint.every_steps=1000000", f"data.workers={args.workers}",
         f"features_cache={not args.no_features_cache}", f"data.frame_cache={not args.no_frame_cache}",
@@ -233,7 +233,8 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, str]]:
 
     variants: dict[str, Callable[[TrainingBatch], torch.Tensor]] = {cached: trainer}
     if args.baseline:  # interleaved in one process, so a busy machine slows all of them alike
-        variants[f"{cached}; Conv3d patch embed"] = trainer_conv
+        if not session.train_features:  # with the features cache the backbone does not run
+            variants[f"{cached}; Conv3d patch embed"] = trainer_conv
         variants["baseline: training_loss on samples, Conv3d"] = baseline
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     if args.device == "cuda":

@@ -124,7 +124,7 @@ def test_a_checkpoint_whose_backbone_does_not_fit_the_decoder(
     ]
     assert cli.main([*args, "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"qvla-train: error: --checkpoint {broken}:") and "cond_dim 96" in err
+    assert f"\nqvla-train: error: --checkpoint {broken}:" in err and "cond_dim 96" in err
 
 
 @pytest.mark.parametrize(

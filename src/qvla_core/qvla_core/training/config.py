@@ -195,7 +195,13 @@ class TrainConfig(Strict):
         description="auto: bf16 autocast on CUDA, fp32 on a CPU; bfloat16: bf16 autocast anywhere; "
         "float32: no autocast. Trained weights stay fp32.",
     )
-    threads: int | None = Field(default=None, ge=1, le=256, description="torch CPU threads; None = torch's.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="torch CPU threads; None = 1 on a CPU (small ops do not split well, and a thread "
+        "that waits for a busy core stalls every op), torch's default with CUDA.",
+    )
     log_every: int = Field(default=10, ge=1, description="Write a log line every this many steps.")
 
 

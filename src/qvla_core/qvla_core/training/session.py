@@ -114,8 +114,12 @@ class Session:
     def open(cls, run: RunSpec) -> Session:
         s = cls(run)
         cfg = s.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        threads = cfg.threads or (1 if torch.device(cfg.device).type == "cpu" else None)
+        if threads:
+            torch.set_num_threads(threads)
+            log.info(
+                "torch threads: %d%s", threads, "" if cfg.threads else " (on a CPU unless --threads says so)"
+            )
         torch.manual_seed(cfg.seed)
         out_dir.check_out_dir(s.out, run.resume)
         if not run.datasets:
