@@ -48,7 +48,7 @@ def test_qvla_train_on_a_lerobot_dataset(
             "--set", "schedule.warmup_steps=1", "--no-progress"]  # fmt: skip
     assert cli.main([*args, "--steps", "3"]) == 0
     err = capsys.readouterr().err
-    assert "qvla-train: done:" in err and f"checkpoint:={out}" in err
+    assert "qvla-train: done:" in err and f"checkpoint:={out.resolve()}" in err
     assert "validation loss" in err  # log lines reach the terminal
     policy = QwenVLAPolicy.from_checkpoint(out, toy)
     record = json.loads((out / "policy_config.json").read_text())["training"]

@@ -190,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    print(
-        f"qvla-train: done: {summary}; the policy node loads it with checkpoint:={args.out}", file=sys.stderr
-    )
+    where = Path(result.out).resolve()
+    print(f"qvla-train: done: {summary}; the policy node loads it with checkpoint:={where}", file=sys.stderr)
     return 0
 
 
