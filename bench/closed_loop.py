@@ -25,6 +25,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +69,29 @@ def direct(
 
 
 def through_ros(
-    mode: str, first_seed: int, n: int, seconds: float, size: tuple[int, int], rtf: float, work: Path
+    mode: str,
+    first_seed: int,
+    n: int,
+    seconds: float,
+    size: tuple[int, int],
+    rtf: float,
+    work: Path,
+    *,
+    robot: Path = ROOT / "config/robots/aloha.yaml",
+    policy: str = "expert_transfer_cube",
+    checkpoint: Path | None = None,
+    instruction: str = "transfer the cube",
+    on_episode: Callable[[EpisodeResult], None] | None = None,
 ) -> tuple[list[EpisodeResult], tuple[np.ndarray, np.ndarray], float]:
-    """Episodes with seeds first_seed .. first_seed + n - 1; returns results, (sim, wall) delays [s]
-    from observation stamp to the trajectory at the controller, and the sim speed."""
-    robot = write_robot_variant(
-        ROOT / "config/robots/aloha.yaml", work / f"aloha_{mode}.yaml", mode, camera_size=size
-    )
+    """Episodes with seeds first_seed .. first_seed + n - 1 of ``policy`` (a ``checkpoint`` for
+    qwen_vla) on ``robot`` with its cameras at ``size`` and chunking ``mode``; returns results,
+    (sim, wall) delays [s] from observation stamp to the trajectory at the controller, and the sim
+    speed."""
+    variant = write_robot_variant(robot, work / f"{robot.stem}_{policy}_{mode}.yaml", mode, camera_size=size)
     values = {
-        "robot_config": str(robot),
-        "policy": "expert_transfer_cube",
+        "robot_config": str(variant),
+        "policy": policy,
+        "checkpoint": str(checkpoint or ""),
         "device": "cpu",
         "dtype": "float32",
         "seed": str(first_seed - 1),  # each reset takes the next seed
@@ -87,18 +101,20 @@ def through_ros(
         "log_level": "warn",
     }
     specs = sim_demo_specs(values, ROOT / "install/qvla_ros/share/qvla_ros/config/robots")
-    session = SimSession(specs, load_robot_config(robot), log_dir=work / f"logs_{mode}")
+    session = SimSession(specs, load_robot_config(variant), log_dir=work / f"logs_{policy}_{mode}")
     monitor = session.monitor
     results: list[EpisodeResult] = []
     try:
         session.wait_ready()
         wall0, sim0 = time.monotonic(), monitor.now()
         for _ in range(n):
-            results.append(run_episode(monitor, "transfer the cube", seconds))
+            results.append(run_episode(monitor, instruction, seconds))
             r = results[-1]
-            print(
-                f"  {mode}: seed {r.seed}: {'success' if r.success else 'FAIL'} (max reward {r.max_reward})"
-            )
+            if on_episode is not None:
+                on_episode(r)
+            else:
+                outcome = "success" if r.success else "FAIL"
+                print(f"  {mode}: seed {r.seed}: {outcome} (max reward {r.max_reward})")
         speed = (monitor.now() - sim0) / (time.monotonic() - wall0)
         delays = monitor.command_delays()
     finally:

@@ -121,6 +121,8 @@ class DecoderConfig:
 DECODER_PRESETS: dict[str, DecoderConfig] = {
     # Fast on a CPU; what the tests and the tiny end-to-end model use.
     "tiny": DecoderConfig(),
+    # Trainable on a CPU in well under an hour (the learned TransferCube demo): 1.7M parameters.
+    "small": DecoderConfig(hidden=128, depth=4, heads=4),
     # Qwen-VLA scale: 16 blocks on a Qwen3.5-4B backbone (hidden 2560) -> 1,153,710,112 parameters
     # (the published 1.15B). Width 1536 = 24 heads x 64 (a head size fused GPU attention kernels
     # like, GR00T's width); the wider MLP (6x) makes up the count with 16 blocks (4x gives 1.00B).

@@ -98,8 +98,13 @@ def _token_ids(token_ids: dict[str, int]) -> dict[str, int]:
     }
 
 
-def tiny_config(backbone_type: str, vocab_size: int, token_ids: dict[str, int]) -> Any:
+def tiny_config(
+    backbone_type: str, vocab_size: int, token_ids: dict[str, int], vision_width: int = 32
+) -> Any:
     """A ~0.2M-parameter random model of the given type (text hidden 64, 2-4 layers).
+
+    ``vision_width``: hidden size of the vision tower (32; the ``small`` preset's is 64, for
+    policies whose vision is trained from scratch on a CPU).
 
     The shapes respect the constraints that otherwise fail with misleading errors:
     ``mrope_section`` sums to head_dim/2, vision head dim divisible by 4, vision
@@ -127,9 +132,9 @@ def tiny_config(backbone_type: str, vocab_size: int, token_ids: dict[str, int]) 
         }
         vision = {
             "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+            "hidden_size": vision_width,
+            "intermediate_size": 2 * vision_width,
+            "num_heads": vision_width // 16,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
@@ -151,9 +156,9 @@ def tiny_config(backbone_type: str, vocab_size: int, token_ids: dict[str, int]) 
         }
         vision = {
             "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+            "hidden_size": vision_width,
+            "intermediate_size": 2 * vision_width,
+            "num_heads": vision_width // 16,
             "patch_size": 16,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
@@ -181,9 +186,9 @@ def tiny_config(backbone_type: str, vocab_size: int, token_ids: dict[str, int]) 
         }
         vision = {
             "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+            "hidden_size": vision_width,
+            "intermediate_size": 2 * vision_width,
+            "num_heads": vision_width // 16,
             "patch_size": 16,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,

@@ -4,6 +4,10 @@
 byte-level BPE tokenizer trained on the robot YAMLs' words and typical
 instructions; seconds to build, for tests and the demo.
 
+``small``: the tiny text model with a wider vision tower (hidden 64) and a 4-block DiT of width 128
+(~2.2M parameters in all): a policy that trains from scratch on a CPU in well under an hour, as the
+learned TransferCube demo does (docs/bench/learned_policy.md).
+
 ``full``: the published backbone shapes (Qwen3.5-4B / Qwen3-VL-4B / Qwen2.5-VL-3B)
 + the 1.15B DiT decoder (cond_dim set to the backbone's hidden size), random
 weights in bfloat16, for GPU latency benchmarks. Building on a CPU is slow and
@@ -47,7 +51,7 @@ from qvla_core.model.processor import CLIP_MEAN, CLIP_STD, HALF, ImageSpec, Qwen
 from qvla_core.model.prompt import frame_label, system_text
 from qvla_core.model.tokenizer import SPECIAL_TOKENS, corpus_from_texts, train_tokenizer
 
-PRESETS = ("tiny", "full")
+PRESETS = ("tiny", "small", "full")
 BACKBONE_MODES = ("reference", "link", "copy")
 
 
@@ -209,8 +213,9 @@ def _build_random(
         texts.extend(embodiment_texts(e))
     tokenizer = train_tokenizer(corpus_from_texts(texts), vocab_size=1024)
     token_ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}
-    if preset == "tiny":
-        config = tiny_config(backbone_type, vocab_size=len(tokenizer), token_ids=token_ids)
+    if preset in ("tiny", "small"):
+        width = 64 if preset == "small" else 32
+        config = tiny_config(backbone_type, len(tokenizer), token_ids, vision_width=width)
         dtype = torch.float32
     else:
         config = full_config(backbone_type, token_ids=token_ids)
@@ -300,7 +305,7 @@ def _build_on_pretrained(
     decoder_cfg = decoder_config(
         preset, files.hidden_size, embodiments, action_width=action_width, max_horizon=max_horizon
     )
-    dtype = torch.float32 if preset == "tiny" else torch.bfloat16
+    dtype = torch.bfloat16 if preset == "full" else torch.float32
     with ckpt.write_atomically(root) as tmp:
         backbone_path = _place_backbone(files, mode, tmp)
         if weights:
