@@ -123,13 +123,14 @@ def our_bag(
 
 
 def ros2_bag(directory: Path, until_ms: int = 2000, split_ms: int = 1000) -> Path:
-    """What ``ros2 bag record -s mcap`` leaves: metadata.yaml and two split files, no qvla records."""
+    """What ``ros2 bag record -s mcap`` leaves: metadata.yaml and two split files, no qvla records, and
+    Zstd-compressed chunks (rosbag2's default storage preset)."""
     from mcap.writer import CompressionType
     from mcap_ros2.writer import Writer
 
     directory.mkdir(parents=True)
     names = [f"{directory.name}_0.mcap", f"{directory.name}_1.mcap"]
-    writers = [Writer(str(directory / n), compression=CompressionType.LZ4) for n in names]
+    writers = [Writer(str(directory / n), compression=CompressionType.ZSTD) for n in names]
     schemas = [
         {t: w.register_msgdef(k, message_definition(k)) for t, k in recorded_topics(CONFIG).items()}
         for w in writers

@@ -15,8 +15,8 @@ Writing happens on a thread of its own fed by a bounded queue: :meth:`EpisodeBag
 subscription callback; when the queue is full the message is dropped and counted.
 
 Compression: none by default (a 4-camera 640x480 stream is ~110 MB/s, more than LZ4 keeps up with on a
-small CPU), or per-chunk LZ4. rosbag2's default, Zstd, needs the ``zstandard`` module, which the
-lock does not carry.
+small CPU), or per-chunk LZ4. (Bags that ``ros2 bag record`` compressed with its default, Zstd, are
+read by the converter: ``zstandard`` is in the lock.)
 """
 
 from __future__ import annotations
