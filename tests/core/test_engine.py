@@ -412,16 +412,34 @@ def test_safety_clamps_and_rejections_are_counted_per_chunk_and_channel(rig: Any
     def fast_elbow(obs: Observation) -> ActionChunk:
         chunk = original(obs)
         actions = chunk.actions.copy()
-        actions[10:, 9] += 1.5  # right elbow: 1.5 rad in one 20 ms step, far above 3.14 rad/s
+        actions[10:, 9] += 0.8  # right elbow: 0.8 rad in one 20 ms step, far above 3.14 rad/s
         return ActionChunk(actions, chunk.channel_names, chunk.dt, chunk.observation_stamp, chunk.latency)
 
     policy.infer = fast_elbow  # type: ignore[method-assign]
     feed(engine, clock)
     wait(lambda: sink.trajectories)
     snap = engine.snapshot()
-    assert snap.safety_clamped == 1 and snap.safety_rejected == 0
-    assert snap.clamped_channels == {"right_elbow": 1}
-    assert snap.key_values()["safety_clamped_chunks"] == "1"
+    assert snap.safety_velocity_clamped == 1 and snap.safety_limit_clamped == 0
+    assert snap.safety_rejected == 0
+    assert snap.clamped_channels == {"velocity:right_elbow": 1}
+    kv = snap.key_values()
+    assert kv["safety_velocity_clamped_chunks"] == "1" and kv["clamped_velocity_right_elbow"] == "1"
+
+    def past_the_limit(obs: Observation) -> ActionChunk:
+        chunk = original(obs)
+        actions = chunk.actions.copy()
+        # the right gripper opens past its 0..1 range, slower than its max_velocity (5/s)
+        actions[25:, 13] = np.minimum(1.2, actions[24, 13] + 0.09 * np.arange(1, 26))
+        return ActionChunk(actions, chunk.channel_names, chunk.dt, chunk.observation_stamp, chunk.latency)
+
+    policy.infer = past_the_limit  # type: ignore[method-assign]
+    clock.t += 0.1
+    feed(engine, clock)
+    wait(lambda: len(sink.trajectories) == 2)
+    snap = engine.snapshot()
+    assert (snap.safety_velocity_clamped, snap.safety_limit_clamped) == (1, 1)
+    assert snap.clamped_channels == {"velocity:right_elbow": 1, "limit:right_gripper": 1}
+    policy.infer = original  # type: ignore[method-assign]
     policy.nan = True
     clock.t += 0.1
     feed(engine, clock)

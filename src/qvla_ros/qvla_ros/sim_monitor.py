@@ -34,6 +34,8 @@ from qvla_msgs.msg import PolicyStatus
 from qvla_msgs.srv import SetInstruction
 from qvla_ros import conversions as conv
 
+# The policy node's diagnostics this monitor reads: per-stage latency and the safety counters.
+_DIAGNOSTIC_KEY = re.compile(r"latency_(\w+)_s|safety_(velocity_clamped|limit_clamped|rejected)_chunks")
 SUCCESS_REWARD = 4  # gym-aloha TransferCube/Insertion: 4 = task done
 RATE_WINDOW_S = 3.0
 
@@ -75,8 +77,11 @@ class EpisodeResult:
     median_inference_ms: float
     start: float  # sim time
     end: float
-    safety_clamped: int = 0  # chunks of this episode the policy node's safety filter clamped
-    safety_rejected: int = 0  # ... and rejected (from /diagnostics)
+    # chunks of this episode in which the policy node's safety filter slowed a point to max_velocity,
+    # clamped one into position limits, or rejected the chunk (from /diagnostics)
+    safety_velocity_clamped: int = 0
+    safety_limit_clamped: int = 0
+    safety_rejected: int = 0
 
 
 class _Rates:
@@ -126,7 +131,8 @@ class SimMonitor(Node):
         self.frames: deque[tuple[float, Image]] = deque(maxlen=40)
         self.status: PolicyStatus | None = None
         self.stages: dict[str, float] = {}
-        self.safety = {"clamped": 0, "rejected": 0}  # the policy node's counters since activation
+        # the policy node's safety counters since activation
+        self.safety = {"velocity_clamped": 0, "limit_clamped": 0, "rejected": 0}
         depth = QoSProfile(depth=100)
         self.create_subscription(Clock, "/clock", self._on_clock, depth)
         self.create_subscription(Int32, f"/{sim_name}/reward", self._on_reward, depth)
@@ -187,7 +193,9 @@ class SimMonitor(Node):
                 continue
             stages, safety = {}, {}
             for kv in status.values:
-                m = re.fullmatch(r"latency_(\w+)_s|safety_(clamped|rejected)_chunks", kv.key)
+                m = re.fullmatch(
+                    r"latency_(\w+)_s|safety_(velocity_clamped|limit_clamped|rejected)_chunks", kv.key
+                )
                 if not m:
                     continue
                 try:
@@ -381,6 +389,7 @@ def run_episode(
         median_inference_ms=float(np.median(latencies)) if latencies else float("nan"),
         start=start,
         end=end,
-        safety_clamped=safety["clamped"],
+        safety_velocity_clamped=safety["velocity_clamped"],
+        safety_limit_clamped=safety["limit_clamped"],
         safety_rejected=safety["rejected"],
     )

@@ -71,9 +71,11 @@ class Snapshot:
     rejections: dict[str, int] = field(default_factory=dict)
     stage_latency: dict[str, float] = field(default_factory=dict)
     conditioned_on: str = ""
-    safety_clamped: int = 0  # chunks with at least one point clamped (velocity or position limit)
+    safety_velocity_clamped: int = 0  # chunks with a point slowed to a channel's max_velocity
+    safety_limit_clamped: int = 0  # chunks with a point clamped into position limits / gripper range
     safety_rejected: int = 0  # chunks the safety filter rejected (nothing of them was sent)
-    clamped_channels: dict[str, int] = field(default_factory=dict)  # chunks that clamped each channel
+    # chunks that clamped each channel, keyed "velocity:<channel>" and "limit:<channel>"
+    clamped_channels: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         text = f"{self.run_state.name.lower()}, {self.chunks} chunks, {self.commands} commands"
@@ -92,10 +94,16 @@ class Snapshot:
         }
         kv.update({f"latency_{k}_s": f"{v:.4f}" for k, v in self.stage_latency.items()})
         kv.update({f"rejected_{k}": str(v) for k, v in self.rejections.items()})
-        kv["safety_clamped_chunks"] = str(self.safety_clamped)
+        kv["safety_velocity_clamped_chunks"] = str(self.safety_velocity_clamped)
+        kv["safety_limit_clamped_chunks"] = str(self.safety_limit_clamped)
         kv["safety_rejected_chunks"] = str(self.safety_rejected)
-        kv.update({f"clamped_{k}": str(v) for k, v in self.clamped_channels.items()})
+        kv.update({f"clamped_{k.replace(':', '_')}": str(v) for k, v in self.clamped_channels.items()})
         return kv
+
+
+def _clamp_keys(checked: Any) -> set[str]:
+    """A SafeCommand's clamps as "velocity:<channel>" / "limit:<channel>"."""
+    return {f"velocity:{n}" for n in checked.velocity_clamped} | {f"limit:{n}" for n in checked.limit_clamped}
 
 
 def _can_hold(emb: Any) -> bool:
@@ -157,7 +165,7 @@ class PolicyEngine:
         self._last_used_stamp = -math.inf
         self._holding = False
         self._chunks = self._commands = 0
-        self._safety_clamped = self._safety_rejected = 0
+        self._safety_velocity = self._safety_limit = self._safety_rejected = 0
         self._clamped_channels: dict[str, int] = {}
         self._last_latency = 0.0
         self._stage_latency: dict[str, float] = {}
@@ -394,11 +402,11 @@ class PolicyEngine:
             self._last_latency = chunk.total_latency
             self._stage_latency = dict(chunk.latency)
             self._conditioned_on = instruction
-            clamped: set[str] = set()
+            clamped: set[str] = set()  # "velocity:<channel>" / "limit:<channel>"
             try:
                 if self._waypoint_cols is not None:
                     checked = self._safety.check(chunk.actions, None, chunk.dt)
-                    clamped.update(checked.clamped)
+                    clamped.update(_clamp_keys(checked))
                     safe = checked.positions
                     traj = None
                 else:
@@ -407,7 +415,7 @@ class PolicyEngine:
 
                     def guard(rows: Any) -> Any:
                         checked = self._safety.check(rows, state, chunk.dt, first_step_s=first_step)
-                        clamped.update(checked.clamped)
+                        clamped.update(_clamp_keys(checked))
                         return checked.positions
 
                     traj = self._scheduler.splice(chunk, now, safety=guard)
@@ -485,12 +493,12 @@ class PolicyEngine:
             self._update_delay(wall)
         return wall
 
-    def _count_clamps(self, channels: set[str]) -> None:
-        """Under the lock: one more chunk that the safety filter had to clamp, per channel."""
-        if channels:
-            self._safety_clamped += 1
-            for name in channels:
-                self._clamped_channels[name] = self._clamped_channels.get(name, 0) + 1
+    def _count_clamps(self, keys: set[str]) -> None:
+        """Under the lock: what the safety filter had to clamp in one chunk, by kind and channel."""
+        self._safety_velocity += any(k.startswith("velocity:") for k in keys)
+        self._safety_limit += any(k.startswith("limit:") for k in keys)
+        for key in keys:
+            self._clamped_channels[key] = self._clamped_channels.get(key, 0) + 1
 
     def _count_command(self) -> None:
         with self._lock:
@@ -512,7 +520,8 @@ class PolicyEngine:
                 rejections=dict(self._rejections),
                 stage_latency=dict(self._stage_latency),
                 conditioned_on=self._conditioned_on,
-                safety_clamped=self._safety_clamped,
+                safety_velocity_clamped=self._safety_velocity,
+                safety_limit_clamped=self._safety_limit,
                 safety_rejected=self._safety_rejected,
                 clamped_channels=dict(self._clamped_channels),
             )
