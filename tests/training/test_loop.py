@@ -155,3 +155,34 @@ def test_augmented_run_trains_everything(make_run: Callable[..., RunSpec], toy: 
     assert (
         not (run.out / "latest" / "backbone" / "model.safetensors").stat().st_nlink > 1
     )  # saved, not linked
+
+
+def test_state_noise_reaches_the_decoder_only_in_the_state_channels(
+    make_run: Callable[..., RunSpec], tmp_path: Path
+) -> None:
+    run = make_run(quick_config(**{"features_cache": True, "augment.state_noise": 0.3}), out=tmp_path / "n")
+    session = Session.open(run)
+    assert session.train_features  # state noise leaves the features cache on
+    batch = next(Loop(session)._loader(0))
+    policy = session.policies[batch.embodiment]
+    cond, mask = session.train_features[0].lookup(batch.rows)
+    seen: list[torch.Tensor] = []
+    original = policy.decoder.loss
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(args[2].detach().clone())  # type: ignore[attr-defined]
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    policy.decoder.loss = spy  # type: ignore[method-assign]
+    with torch.no_grad():
+        for noise in (0.0, 0.3):
+            session.noise_gen.manual_seed(0)
+            policy.action_loss(
+                cond, mask, batch.state, batch.actions, batch.action_is_pad,
+                generator=session.noise_gen, state_noise=noise,
+            )  # fmt: skip
+    clean, noisy = seen
+    n = len(policy.embodiment.state)
+    diff = noisy - clean
+    assert torch.equal(diff[:, n:], torch.zeros_like(diff[:, n:]))  # padded channels untouched
+    assert 0.15 < float(diff[:, :n].std()) < 0.45  # ~0.3 in normalised units

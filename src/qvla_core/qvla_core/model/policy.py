@@ -322,11 +322,14 @@ class QwenVLAPolicy:
         action_is_pad: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        state_noise: float = 0.0,
     ) -> Tensor:
         """Flow-matching loss given the conditioning (from :meth:`condition`, or cached features).
 
         ``states`` (B, n_state) and ``actions`` (B, horizon, n_action) in robot units;
         ``action_is_pad`` (B, horizon) bool, True rows are masked out; padded channels always are.
+        ``state_noise``: std of Gaussian noise added to the normalised state (units where q01..q99
+        spans -1..1), a training-time augmentation against relying on proprioception alone.
         """
         h, n = self._embodiment.horizon, self._n_act
         batch = actions.shape[0]
@@ -337,6 +340,11 @@ class QwenVLAPolicy:
         mask = self._action_mask.expand(batch, -1)
         step_mask = None if action_is_pad is None else ~action_is_pad.to(self.device, torch.bool)
         state = self._state_from_tensor(states.to(self.device))
+        if state_noise > 0.0 and self._n_state:
+            noise = torch.randn(
+                (batch, self._n_state), generator=generator, device=generator.device if generator else None
+            )
+            state[:, : self._n_state] += state_noise * noise.to(state.device)
         loss: Tensor = self.decoder.loss(
             target,
             mask,

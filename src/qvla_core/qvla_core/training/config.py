@@ -98,9 +98,17 @@ class Augment(Strict):
     contrast: float = Field(default=0.0, ge=0, le=1.0, description="Colour jitter: contrast factor ±.")
     saturation: float = Field(default=0.0, ge=0, le=1.0, description="Colour jitter: saturation factor ±.")
     hue: float = Field(default=0.0, ge=0, le=0.5, description="Colour jitter: hue rotation ± (turns).")
+    state_noise: float = Field(
+        default=0.0,
+        ge=0,
+        le=2.0,
+        description="Std of Gaussian noise on the normalised state (q01..q99 spans -1..1), so the policy "
+        "cannot lean on proprioception alone (0 = off; does not affect the features cache).",
+    )
 
     @property
     def enabled(self) -> bool:
+        """Whether any image transform is on (state noise leaves the images, and their cache, alone)."""
         return (
             self.crop_scale < 1.0
             or self.shift > 0

@@ -134,7 +134,13 @@ class Loop:
                     )
             with record_function("qvla.decoder_loss"):
                 loss = policy.action_loss(
-                    cond, mask, batch.state, batch.actions, batch.action_is_pad, generator=s.noise_gen
+                    cond,
+                    mask,
+                    batch.state,
+                    batch.actions,
+                    batch.action_is_pad,
+                    generator=s.noise_gen,
+                    state_noise=s.config.augment.state_noise,
                 )
         with record_function("qvla.backward"):
             s.optimizer.zero_grad(set_to_none=True)
