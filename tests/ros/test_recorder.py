@@ -225,3 +225,20 @@ def _check_mcap_layout(path: Path) -> None:
         assert {"qvla_episode", "rosbag2"} <= names
         assert [a.name for a in reader.iter_attachments()] == ["robot.yaml"]
     assert (path.parent / "metadata.yaml").is_file()
+
+
+def test_message_types_resolve_without_rosidl_runtime_py() -> None:
+    """The recorder resolves advertised types itself (rosidl_runtime_py is not on PyPI); a type that
+    is not installed is refused with a message that names it and says what to install."""
+    from sensor_msgs.msg import Image
+
+    from qvla_core.errors import QvlaError
+    from qvla_ros.recorder_node import message_class
+
+    assert message_class("sensor_msgs/msg/Image") is Image
+    with pytest.raises(
+        QvlaError, match="nav2_msgs/action/NavigateThroughPoses.*install the package nav2_msgs"
+    ):
+        message_class("nav2_msgs/action/NavigateThroughPoses")
+    with pytest.raises(QvlaError, match="not of the form pkg/msg/Name"):
+        message_class("sensor_msgs/Image")

@@ -26,6 +26,7 @@ sequence numbers where the middleware reports them; a full write queue drops and
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from collections import deque
@@ -47,13 +48,32 @@ from rclpy.qos import (
 )
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
-from rosidl_runtime_py.utilities import get_message
 
 from qvla_core.errors import ConfigError, QvlaError
 from qvla_core.robot_io import RobotConfig, load_robot_config, recorded_topics
 from qvla_msgs.srv import StartEpisode, StopEpisode
 from qvla_ros.episode_bag import COMPRESSION, EpisodeBag, TopicSpec
 from qvla_ros.parameters import Param, check_update
+
+
+def message_class(type_name: str) -> Any:
+    """The Python class of a ROS 2 type ``pkg/msg/Name`` as a publisher advertises it.
+
+    rosidl_runtime_py.utilities.get_message does the same on a distribution, but rosidl_runtime_py is
+    not on PyPI, and the recorder must run where only rclpy and the message packages are installed.
+    """
+    parts = type_name.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise QvlaError(f"topic type {type_name!r} is not of the form pkg/msg/Name")
+    package, kind, name = parts
+    try:
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ImportError, AttributeError) as exc:
+        raise QvlaError(
+            f"message type {type_name} is not installed in this environment ({exc}); install the "
+            f"package {package} (and source its setup file) to record this topic"
+        ) from exc
+
 
 RECORDER_NODE_PARAMS: tuple[Param, ...] = (
     Param("robot_config", "", "Path of the robot YAML whose topics are recorded. Required.", read_only=True),
@@ -198,6 +218,13 @@ class RecorderNode(Node):
                     self.get_logger().error(f"not recording {reason}")
                 topic.refused = reason
                 continue
+            try:
+                msg_class = message_class(topic.type)
+            except QvlaError as exc:
+                if str(exc) != topic.refused:
+                    self.get_logger().error(f"not recording {topic.name}: {exc}")
+                topic.refused = str(exc)
+                continue
             topic.refused = ""
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
             qos = QoSProfile(
@@ -209,7 +236,7 @@ class RecorderNode(Node):
             topic.qos_yaml = _qos_yaml([i.qos_profile for i in infos])
             topic.type_hash = str(infos[0].topic_type_hash)
             topic.subscription = self.create_subscription(
-                get_message(topic.type),
+                msg_class,
                 topic.name,
                 lambda data, info, i=index: self._on_message(i, data, info),
                 qos,
