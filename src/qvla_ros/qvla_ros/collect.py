@@ -5,7 +5,9 @@ recorder node, exactly as a robot would run them, plays one episode per seed lik
 (pause the policy, set the sim's seed, reset the sim, ``~/start_episode`` on the recorder,
 ``set_instruction`` with reset, resume; after ``--episode-seconds`` of sim time ``~/stop_episode``
 with the success the sim reported on ``~/success``), then converts the recorded bags into one
-LeRobot v3.0 dataset (``qvla-convert``'s code) under ``--out/dataset``.
+LeRobot v3.0 dataset (``qvla-convert``'s code) under ``--out/dataset``. An episode the converter
+cannot use (a gap in a sensor stream longer than the YAML's staleness limit) is left out and listed
+with the reason in ``summary.md``.
 
 The robot YAML the nodes get is a variant of ``--robot`` written to ``--out/robot.yaml``: only the
 ``--cameras`` asked for, at ``--image-size``, the ``--chunking`` mode, and the actions recorded as
@@ -300,11 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         selected = find_bags([Path(r.path).parent for r in kept])
-        report = convert(selected, dataset, overwrite=args.overwrite)
+        # A sensor gap in one take (the 2-core sim stalled for a moment) leaves that episode out, listed
+        # with the reason in summary.md, rather than throwing away the other episodes' hour of work.
+        report = convert(selected, dataset, overwrite=args.overwrite, skip_bad=True)
     except QvlaError as exc:
         print(f"qvla-collect: conversion FAILED: {exc}", file=sys.stderr)
         return 1
     t2 = time.monotonic()
+    for episode in report.episodes:
+        if episode.skipped:
+            print(f"qvla-collect: left out {episode.source}: {episode.skipped}", file=sys.stderr)
     bag_bytes = dir_size(bags)
     if args.delete_bags:
         shutil.rmtree(bags)
