@@ -237,7 +237,7 @@ def test_message_types_resolve_without_rosidl_runtime_py() -> None:
 
     assert message_class("sensor_msgs/msg/Image") is Image
     with pytest.raises(
-        QvlaError, match="nav2_msgs/action/NavigateThroughPoses.*install the package nav2_msgs"
+        QvlaError, match=r"nav2_msgs/action/NavigateThroughPoses.*install the package nav2_msgs"
     ):
         message_class("nav2_msgs/action/NavigateThroughPoses")
     with pytest.raises(QvlaError, match="not of the form pkg/msg/Name"):
