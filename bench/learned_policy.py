@@ -303,7 +303,8 @@ def export(model_dir: Path, dest: Path, robot: Path) -> None:
     """Copy the trained checkpoint (resolving links: the demo's copy must stand alone)."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(model_dir, dest, symlinks=False, ignore=shutil.ignore_patterns("cache", "checkpoints"))
+    skip = shutil.ignore_patterns("cache", "checkpoints", "latest")  # training state, not the policy
+    shutil.copytree(model_dir, dest, symlinks=False, ignore=skip)
     shutil.copyfile(robot, dest / "robot.yaml")
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"exported {dest} ({size / 1e6:.1f} MB)")

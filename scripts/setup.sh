@@ -150,7 +150,7 @@ colcon_build() {
 build_workspace() {
     local want
     # Inputs of the build: the venv and every source file (symlinked launch/ and config/ included).
-    want="$(cd "$ROOT" && { cat "$VENV/.qvla-ready"; find src launch config colcon.meta -type f \
+    want="$(cd "$ROOT" && { cat "$VENV/.qvla-ready"; find src launch config models colcon.meta -type f \
         ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)"
     if [[ -f "$ROOT/install/.qvla-ready" && "$(cat "$ROOT/install/.qvla-ready")" == "$want" ]]; then
         say "workspace up to date ($ROOT/install)"

@@ -1,8 +1,19 @@
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "qvla_ros"
+
+
+def tree(top: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing every file under ``top`` into share/<package>/<top>."""
+    return [
+        (os.path.join("share", package_name, folder), [os.path.join(folder, f) for f in files])
+        for folder, _, files in os.walk(top, followlinks=True)
+        if files
+    ]
+
 
 setup(
     name=package_name,
@@ -17,6 +28,8 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config/robots", glob("config/robots/*.yaml")),
         ("share/" + package_name + "/config", ["config/fastdds.xml"]),
+        # models/ (top level, symlinked here too): the trained demo checkpoint(s).
+        *tree("models"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

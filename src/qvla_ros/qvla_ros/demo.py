@@ -5,9 +5,12 @@ exactly as ``aloha_sim.launch.py`` would, plays a few TransferCube episodes thro
 live summary (rates, latency per stage, reward) and leaves in ``--out``: ``summary.md``,
 ``latency.png`` and camera frames with the predicted gripper paths drawn in.
 
-By default the policy is Qwen-VLA with a tiny random checkpoint built locally (its actions are
-meaningless, but every stage runs and the safety layer keeps them in limits); ``--policy
-expert_transfer_cube`` runs the scripted expert behind the same interface, which solves the task.
+By default the policy is the Qwen-VLA checkpoint trained with qvla's own tools on expert
+demonstrations collected through ROS 2 (installed with qvla_ros under ``models/``; it carries the
+robot YAML it was trained with: the top camera at 256x192). ``--random-weights`` uses a tiny
+checkpoint with random weights built locally instead (its actions are meaningless, but every stage
+runs and the safety layer keeps them in limits); ``--policy expert_transfer_cube`` runs the scripted
+expert behind the same interface.
 """
 
 from __future__ import annotations
@@ -39,10 +42,22 @@ SNAPSHOT_TIMES = (0.6, 1.6, 2.6, 3.6, 4.6)  # sim seconds into each episode
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="qvla-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--policy", choices=("qwen_vla", "expert_transfer_cube"), default="qwen_vla")
-    p.add_argument("--checkpoint", type=Path, help="Qwen-VLA checkpoint (default: build a tiny one in --out)")
+    p.add_argument(
+        "--checkpoint", type=Path, help="Qwen-VLA checkpoint (default: the trained TransferCube demo one)"
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use a tiny Qwen-VLA checkpoint with random weights, built in --out (every stage runs; "
+        "its actions mean nothing)",
+    )
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--episode-seconds", type=float, default=6.0, help="sim seconds per episode")
-    p.add_argument("--robot-config", default="aloha", help="robot YAML path or name (default aloha)")
+    p.add_argument(
+        "--robot-config",
+        default="",
+        help="robot YAML path or name (default: the checkpoint's robot.yaml if it has one, else aloha)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument(
@@ -50,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--image-size",
-        default="640x480",
-        help="camera image size WxH, rendered by the sim and expected by the policy",
+        default="",
+        help="camera image size WxH, rendered by the sim and expected by the policy (default: the robot "
+        "YAML's)",
     )
     p.add_argument("--real-time-factor", type=float, default=1.0)
     p.add_argument(
@@ -76,10 +92,28 @@ def config_dir() -> Path:
     return Path(get_package_share_directory("qvla_ros")) / "config" / "robots"
 
 
-def ensure_checkpoint(path: Path | None, out: Path, robot_yaml: Path) -> Path:
-    """The given checkpoint, or a tiny random one built (once) under ``out``; never downloads."""
-    if path is not None:
-        return path
+DEMO_CHECKPOINT = "aloha_transfer_cube"  # share/qvla_ros/models/<this>: the committed trained policy
+
+
+def demo_checkpoint() -> Path:
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("qvla_ros")) / "models" / DEMO_CHECKPOINT
+
+
+def choose_checkpoint(args: argparse.Namespace) -> Path | None:
+    """What the Qwen-VLA policy loads: --checkpoint, else the trained demo checkpoint (None: a tiny
+    random one is built later, for --random-weights)."""
+    if args.policy != "qwen_vla" or args.random_weights:
+        return None
+    path = args.checkpoint or demo_checkpoint()
+    if not (path / "policy_config.json").is_file():
+        raise SystemExit(f"demo: {path} is not a Qwen-VLA checkpoint (no policy_config.json)")
+    return path
+
+
+def random_checkpoint(out: Path, robot_yaml: Path) -> Path:
+    """A tiny checkpoint with random weights, built (once) under ``out``; never downloads."""
     ckpt = out / "tiny_checkpoint"
     if (ckpt / "policy_config.json").exists():
         return ckpt
@@ -89,8 +123,10 @@ def ensure_checkpoint(path: Path | None, out: Path, robot_yaml: Path) -> Path:
     return ckpt
 
 
-def launch_values(args: argparse.Namespace, robot_yaml: Path, checkpoint: Path | None) -> dict[str, str]:
-    width, height = image_size(args.image_size)
+def launch_values(
+    args: argparse.Namespace, robot_yaml: Path, checkpoint: Path | None, size: tuple[int, int]
+) -> dict[str, str]:
+    width, height = size
     return {
         "robot_config": str(robot_yaml),
         "policy": args.policy,
@@ -151,16 +187,24 @@ class _EpisodeTicker:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    robot_yaml = resolve_robot_config(args.robot_config, config_dir())
+    checkpoint = choose_checkpoint(args)
+    # A trained checkpoint carries the robot YAML it was trained with (cameras, sizes, prompt).
+    trained_with = checkpoint / "robot.yaml" if checkpoint is not None else None
+    robot_arg = args.robot_config or (
+        str(trained_with) if trained_with and trained_with.is_file() else "aloha"
+    )
+    robot_yaml = resolve_robot_config(robot_arg, config_dir())
     config = load_robot_config(robot_yaml)
-    size = image_size(args.image_size)
+    first = config.embodiment.cameras[0]
+    size = image_size(args.image_size) if args.image_size else (first.width, first.height)
     if args.chunking or any((c.width, c.height) != size for c in config.embodiment.cameras):
         # The policy checks every frame against the YAML's camera size: keep them in step.
         robot_yaml = write_robot_variant(robot_yaml, args.out / "robot.yaml", args.chunking, camera_size=size)
-    checkpoint = (
-        ensure_checkpoint(args.checkpoint, args.out, robot_yaml) if args.policy == "qwen_vla" else None
-    )
-    specs = sim_demo_specs(launch_values(args, robot_yaml, checkpoint), config_dir())
+        config = load_robot_config(robot_yaml)
+    if args.policy == "qwen_vla" and checkpoint is None:
+        checkpoint = random_checkpoint(args.out, robot_yaml)
+    args.policy_label = policy_label(args, checkpoint)
+    specs = sim_demo_specs(launch_values(args, robot_yaml, checkpoint, size), config_dir())
     logs = args.out / "logs"
     session = SimSession(specs, config, log_dir=logs)
     monitor = session.monitor
@@ -219,8 +263,16 @@ def _snapshot(
     return Snapshot(episode, chunk.observation_stamp - start, frame, sim_rows(chunk, sim_channels), commanded)
 
 
+def policy_label(args: argparse.Namespace, checkpoint: Path | None) -> str:
+    if args.policy != "qwen_vla":
+        return args.policy
+    if args.random_weights:
+        return "Qwen-VLA with random weights (tiny)"
+    return f"Qwen-VLA checkpoint {checkpoint}"
+
+
 def _write_report(args: argparse.Namespace, results: list, chunks: list, snapshots: list[Snapshot]) -> None:
-    title = f"qvla demo: {args.policy}, {args.image_size}, device {args.device}"
+    title = f"qvla demo: {args.policy_label}, device {args.device}"
     table = summary_table(results)
     plot = latency_plot(chunks, args.out / "latency.png", title)
     frames = save_snapshots(snapshots, args.out / "frames")
