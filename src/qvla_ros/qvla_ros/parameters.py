@@ -16,6 +16,8 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 _TYPES = {
@@ -152,6 +154,27 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
         read_only=True,
     ),
 )
+
+
+def declare_all(node: Node, table: tuple[Param, ...]) -> tuple[dict[str, Any], list[str]]:
+    """Declare every parameter of ``table`` on ``node``; returns their values and the faults found.
+
+    A wrong-typed value from launch keeps the default and is a fault (the node stays up to report
+    it); so is a value out of its range or choices, which declaring alone does not check (the
+    on_set_parameters callback sees later updates only)."""
+    faults: list[str] = []
+    for spec in table:
+        try:
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except (InvalidParameterTypeException, ParameterException) as exc:
+            faults.append(f"parameter {spec.name}: {exc}")
+            node.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+    values = {spec.name: node.get_parameter(spec.name).value for spec in table}
+    for spec in table:
+        reason = spec.check(values[spec.name])
+        if reason is not None:
+            faults.append(f"parameter {reason}")
+    return values, faults
 
 
 def check_update(params: list[Parameter], table: tuple[Param, ...]) -> SetParametersResult:

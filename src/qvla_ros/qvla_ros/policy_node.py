@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -30,7 +29,7 @@ from qvla_msgs.msg import PolicyStatus
 from qvla_msgs.srv import SetInstruction
 from qvla_ros import conversions as conv
 from qvla_ros.outputs import RobotOutputs
-from qvla_ros.parameters import POLICY_NODE_PARAMS, validate_update
+from qvla_ros.parameters import POLICY_NODE_PARAMS, declare_all, validate_update
 from qvla_ros.policy_factory import make_policy
 from qvla_ros.shutdown import prepare_exit, stop_on_signals
 
@@ -45,20 +44,8 @@ _LIFECYCLE = {
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("qvla_policy", **kwargs)
-        self._startup_faults: list[str] = []
-        for spec in POLICY_NODE_PARAMS:
-            try:
-                self.declare_parameter(spec.name, spec.default, spec.descriptor())
-            except (InvalidParameterTypeException, ParameterException) as exc:
-                # A wrong-typed value from launch: keep the default, refuse to configure, stay up.
-                self._startup_faults.append(f"parameter {spec.name}: {exc}")
-                self.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
-        # Declaring does not check choices and ranges (validate_update sees updates only): an
-        # out-of-range launch value (e.g. dtype:=float16) would otherwise configure as given.
-        for spec in POLICY_NODE_PARAMS:
-            reason = spec.check(self.get_parameter(spec.name).value)
-            if reason is not None:
-                self._startup_faults.append(f"parameter {reason}")
+        # A bad launch value: refuse to configure, stay up (ros2 lifecycle can retry after a fix).
+        _, self._startup_faults = declare_all(self, POLICY_NODE_PARAMS)
         self.add_on_set_parameters_callback(validate_update)
         self._engine: PolicyEngine | None = None
         self._outputs: RobotOutputs | None = None

@@ -37,7 +37,6 @@ from typing import Any
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
@@ -53,7 +52,7 @@ from qvla_core.errors import ConfigError, QvlaError
 from qvla_core.robot_io import RobotConfig, load_robot_config, recorded_topics
 from qvla_msgs.srv import StartEpisode, StopEpisode
 from qvla_ros.episode_bag import COMPRESSION, EpisodeBag, TopicSpec
-from qvla_ros.parameters import Param, check_update
+from qvla_ros.parameters import Param, check_update, declare_all
 
 
 def message_class(type_name: str) -> Any:
@@ -153,17 +152,10 @@ def _qos_yaml(profiles: list[Any]) -> str:
 class RecorderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("qvla_recorder", **kwargs)
-        faults = []
-        for spec in RECORDER_NODE_PARAMS:
-            try:
-                self.declare_parameter(spec.name, spec.default, spec.descriptor())
-            except (InvalidParameterTypeException, ParameterException) as exc:
-                faults.append(f"parameter {spec.name}: {exc}")
-                self.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+        p, faults = declare_all(self, RECORDER_NODE_PARAMS)
         if faults:
             raise ConfigError("; ".join(faults))
         self.add_on_set_parameters_callback(lambda ps: check_update(ps, RECORDER_NODE_PARAMS))
-        p = {spec.name: self.get_parameter(spec.name).value for spec in RECORDER_NODE_PARAMS}
         for spec in RECORDER_NODE_PARAMS:
             reason = spec.check(p[spec.name])
             if reason is not None:

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -49,6 +48,7 @@ from qvla_core.runtime.joint_state import GripperScaling
 from qvla_core.sim.aloha_env import ARM_JOINTS, CONTROL_DT, DEFAULT_CAMERAS, Task
 from qvla_core.sim.trajectory_executor import TrajectoryExecutor
 from qvla_ros import conversions as conv
+from qvla_ros.parameters import declare_all
 from qvla_ros.shutdown import prepare_exit, stop_on_signals
 from qvla_ros.sim_parameters import SIM_NODE_PARAMS, validate_update
 
@@ -135,17 +135,10 @@ class SimNode(Node):
     def __init__(self, stop: threading.Event | None = None, **kwargs: Any) -> None:
         """``stop``: set it to end the sim loop (main() sets it from the signal handler)."""
         super().__init__("qvla_sim", **kwargs)
-        faults = []
-        for spec in SIM_NODE_PARAMS:
-            try:
-                self.declare_parameter(spec.name, spec.default, spec.descriptor())
-            except (InvalidParameterTypeException, ParameterException) as exc:
-                faults.append(f"parameter {spec.name}: {exc}")
-                self.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+        p, faults = declare_all(self, SIM_NODE_PARAMS)
         if faults:
             raise ConfigError("; ".join(faults))
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        p = {spec.name: self.get_parameter(spec.name).value for spec in SIM_NODE_PARAMS}
         for spec in SIM_NODE_PARAMS:
             reason = spec.check(p[spec.name])
             if reason is not None:
