@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,3 +80,24 @@ def test_cli_errors(
     assert "2 --dataset but 3 --robot" in capsys.readouterr().err
     assert cli.main([*base, "--dataset", "a", "--set", "schedule.lr=-1"]) == 2
     assert "schedule.lr: Input should be greater than 0 (got -1)" in capsys.readouterr().err
+
+
+def test_log_lines_reach_the_terminal_after_import_launch() -> None:
+    """`import launch` (ROS 2) makes every logger created after it non-propagating; qvla-train's
+    logging set-up must still get the qvla.* lines (in the full test run launch is imported first)."""
+    import logging
+
+    class NonPropagating(logging.Logger):  # what launch.logging.LaunchLogger does
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.propagate = False
+
+    previous = logging.getLoggerClass()
+    logging.setLoggerClass(NonPropagating)
+    try:
+        child = logging.getLogger("qvla.train.test_after_launch")
+    finally:
+        logging.setLoggerClass(previous)
+    assert not child.propagate
+    cli.setup_logging()
+    assert child.propagate

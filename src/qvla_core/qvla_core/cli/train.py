@@ -155,6 +155,11 @@ def setup_logging() -> None:
         handler.setFormatter(logging.Formatter("qvla-train: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # `import launch` (ROS 2) installs a logger class whose loggers do not propagate; a qvla.* logger
+    # created after it in the same process would never reach this handler. Ours always propagate.
+    for name, child in logging.root.manager.loggerDict.items():
+        if (name == "qvla" or name.startswith("qvla.")) and isinstance(child, logging.Logger):
+            child.propagate = True
 
 
 def main(argv: list[str] | None = None) -> int:
