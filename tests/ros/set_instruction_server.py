@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from qvla_msgs.srv import SetInstruction
@@ -22,7 +23,7 @@ def main() -> None:
     print("ready", flush=True)
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT / SIGTERM
         pass
     finally:
         node.destroy_node()

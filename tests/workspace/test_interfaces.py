@@ -67,5 +67,10 @@ def test_set_instruction_round_trip_between_processes() -> None:
     finally:
         peer.close()
         server.terminate()
-        out, _ = server.communicate(timeout=10)
+        try:
+            out, _ = server.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()  # leave no node behind for the next tests
+            out, _ = server.communicate()
+            pytest.fail(f"the server did not exit within 10 s of SIGTERM; its output:\n{out}")
     assert "ready" in out
