@@ -156,10 +156,6 @@ class RecorderNode(Node):
         if faults:
             raise ConfigError("; ".join(faults))
         self.add_on_set_parameters_callback(lambda ps: check_update(ps, RECORDER_NODE_PARAMS))
-        for spec in RECORDER_NODE_PARAMS:
-            reason = spec.check(p[spec.name])
-            if reason is not None:
-                raise ConfigError(f"parameter {reason}")
         if not p["robot_config"]:
             raise ConfigError("parameter robot_config is empty: give the path of a robot YAML")
         self.config_path = Path(p["robot_config"])
@@ -206,16 +202,12 @@ class RecorderNode(Node):
                 reason = (
                     f"{topic.name} is published as {', '.join(types)}; the robot YAML expects {topic.type}"
                 )
-                if reason != topic.refused:
-                    self.get_logger().error(f"not recording {reason}")
-                topic.refused = reason
+                self._refuse(topic, reason)
                 continue
             try:
                 msg_class = message_class(topic.type)
             except QvlaError as exc:
-                if str(exc) != topic.refused:
-                    self.get_logger().error(f"not recording {topic.name}: {exc}")
-                topic.refused = str(exc)
+                self._refuse(topic, f"{topic.name}: {exc}")
                 continue
             topic.refused = ""
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
@@ -237,6 +229,13 @@ class RecorderNode(Node):
             self.get_logger().info(
                 f"subscribed to {topic.name} ({topic.type}, {'reliable' if reliable else 'best effort'})"
             )
+
+    def _refuse(self, topic: _Topic, reason: str) -> None:
+        """Not subscribing to ``topic``: log the reason once (discovery retries every period), keep it
+        for ~/start_episode to report."""
+        if reason != topic.refused:
+            self.get_logger().error(f"not recording {reason}")
+        topic.refused = reason
 
     def _on_message(self, index: int, data: bytes, info: Any) -> None:
         log_ns = self.get_clock().now().nanoseconds

@@ -139,10 +139,6 @@ class SimNode(Node):
         if faults:
             raise ConfigError("; ".join(faults))
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        for spec in SIM_NODE_PARAMS:
-            reason = spec.check(p[spec.name])
-            if reason is not None:
-                raise ConfigError(f"parameter {reason}")
         self.task: Task = p["task"]
         self.seed = int(p["seed"])
         self.width, self.height = int(p["image_width"]), int(p["image_height"])
