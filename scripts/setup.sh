@@ -209,15 +209,17 @@ setup_ros2_extras() {
         pip_install --no-deps --force-reinstall "$extras"/wheels/*.whl
         echo "$want_pip" >"$VENV/.qvla-ros2-extras-ready"
     fi
-    want_build="$(cat "$VENV/.qvla-ready")-$(cd "$extras/src" && find composition_interfaces -type f -print0 \
+    # every interface package under src/ is built (composition_interfaces for launch_ros, nav2_msgs for
+    # the Nav2 outputs' tests), so the stamp covers them all
+    want_build="$(cat "$VENV/.qvla-ready")-$(cd "$extras/src" && find . -type f -print0 \
         | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
     if [[ -f "$ROOT/install/.qvla-ros2-extras-ready" \
         && "$(cat "$ROOT/install/.qvla-ros2-extras-ready")" == "$want_build" ]]; then
         return
     fi
     rm -f "$ROOT/install/.qvla-ros2-extras-ready"
-    say "colcon build composition_interfaces (for launch_ros)"
-    colcon_build composition_interfaces --base-paths "$extras/src"
+    say "colcon build $(ls "$extras/src" | tr '\n' ' ')(test-time interface packages)"
+    colcon_build "ros2-extras interfaces" --base-paths "$extras/src"
     "$VENV/bin/python" - "$ROOT" <<'PY' || die "the ROS 2 test tools do not import" "see the traceback above"
 import os, subprocess, sys
 # The built interface package, as install/setup.bash would give it; then the real imports.
