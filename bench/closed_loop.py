@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from qvla_core.robot_io import load_robot_config
-from qvla_ros.bringup import sim_demo_specs, write_robot_variant
-from qvla_ros.sim_monitor import EpisodeResult, run_episode
-from qvla_ros.sim_session import SimSession
+from qvla_ros.tools.bringup import sim_demo_specs, write_robot_variant
+from qvla_ros.tools.sim_monitor import EpisodeResult, run_episode
+from qvla_ros.tools.sim_session import SimSession
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from closed_loop import through_ros  # noqa: E402
 
-from qvla_ros.sim_monitor import EpisodeResult  # noqa: E402
+from qvla_ros.tools.sim_monitor import EpisodeResult  # noqa: E402
 
 MODES = ("replace", "temporal_ensemble", "rtc")
 TASK = "pick up the red cube with the right arm and hand it over to the left arm"

@@ -60,7 +60,7 @@ def publish(config_path: str, seconds: float, qos_name: str) -> None:
     from trajectory_msgs.msg import JointTrajectory
 
     from qvla_core.robot_io import TrajectoryOutput, load_robot_config
-    from qvla_ros import conversions as conv
+    from qvla_ros.io import conversions as conv
 
     config = load_robot_config(config_path)
     rclpy.init()
@@ -211,7 +211,7 @@ def main() -> None:
     if args.publish:
         publish(args.publish, args.seconds, args.qos)
         return
-    from qvla_ros.bringup import write_robot_variant
+    from qvla_ros.tools.bringup import write_robot_variant
 
     t0 = time.monotonic()
     rows = []

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qvla_core.robot_io import TrajectoryOutput, load_robot_config  # noqa: E402
-from qvla_ros.bringup import policy_node_spec  # noqa: E402
+from qvla_ros.tools.bringup import policy_node_spec  # noqa: E402
 from tests.ros.fake_robot import FakeRobot  # noqa: E402
 from tests.ros.harness import InstalledNode, RosPeer  # noqa: E402
 

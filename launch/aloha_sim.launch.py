@@ -1,7 +1,7 @@
 """ros2 launch qvla_ros aloha_sim.launch.py [policy:=expert_transfer_cube] [checkpoint:=...] ...
 
 The MuJoCo ALOHA (sim node, publishing /clock) and the policy node on sim time. Thin on purpose: the
-arguments and the nodes come from qvla_ros.bringup (tested Python).
+arguments and the nodes come from qvla_ros.tools.bringup (tested Python).
 """
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
 from launch import LaunchDescription
-from qvla_ros.bringup import LAUNCH_ARGUMENTS, SIM_ARGUMENTS, sim_demo_specs, to_launch_actions
+from qvla_ros.tools.bringup import LAUNCH_ARGUMENTS, SIM_ARGUMENTS, sim_demo_specs, to_launch_actions
 
 ARGUMENTS = (*LAUNCH_ARGUMENTS, *SIM_ARGUMENTS)
 

@@ -1,6 +1,6 @@
 """ros2 launch qvla_ros vln_nav.launch.py [robot_config:=...] [checkpoint:=...] ...
 
-Thin on purpose: the arguments and the nodes come from qvla_ros.bringup (tested Python).
+Thin on purpose: the arguments and the nodes come from qvla_ros.tools.bringup (tested Python).
 """
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
 from launch import LaunchDescription
-from qvla_ros.bringup import LAUNCH_ARGUMENTS, policy_node_spec, to_launch_actions
+from qvla_ros.tools.bringup import LAUNCH_ARGUMENTS, policy_node_spec, to_launch_actions
 
 
 def _nodes(context):

@@ -11,4 +11,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
-exec "$ROOT/install/qvla_ros/lib/qvla_ros/demo" "$@"
+exec "$ROOT/install/qvla_ros/lib/qvla_ros/qvla-demo" "$@"

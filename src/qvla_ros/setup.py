@@ -39,12 +39,13 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "policy_node = qvla_ros.policy_node:main",
-            "sim_node = qvla_ros.sim_node:main",
-            "demo = qvla_ros.demo:main",
-            "recorder_node = qvla_ros.recorder_node:main",
-            "collect = qvla_ros.collect:main",
-            "qvla-collect = qvla_ros.collect:main",
+            "policy_node = qvla_ros.nodes.policy_node:main",
+            "sim_node = qvla_ros.nodes.sim_node:main",
+            "qvla-demo = qvla_ros.tools.demo:main",
+            "demo = qvla_ros.tools.demo:main",  # the old name, kept for scripts written against it
+            "recorder_node = qvla_ros.nodes.recorder_node:main",
+            "collect = qvla_ros.tools.collect:main",
+            "qvla-collect = qvla_ros.tools.collect:main",
         ],
     },
 )

@@ -32,7 +32,7 @@ from qvla_core.data.mcap_reader import RecordingError, find_bags
 from qvla_core.embodiment import parse_model
 from qvla_core.errors import ConfigError
 from qvla_core.robot_io import RobotConfig, recorded_topics
-from qvla_ros.episode_bag import EpisodeBag, TopicSpec, message_definition
+from qvla_ros.io.episode_bag import EpisodeBag, TopicSpec, message_definition
 
 REPO = Path(__file__).resolve().parents[2]
 JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper"]

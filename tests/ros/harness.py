@@ -18,9 +18,9 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from qvla_ros.bringup import NodeSpec
-from qvla_ros.node_process import NodeProcess, executable_path
-from qvla_ros.sim_monitor import Spinner, call_service
+from qvla_ros.tools.bringup import NodeSpec
+from qvla_ros.tools.node_process import NodeProcess, executable_path
+from qvla_ros.tools.sim_monitor import Spinner, call_service
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install"
@@ -62,7 +62,7 @@ def installed_executable(package: str, executable: str) -> Path:
 
 class InstalledNode(NodeProcess):
     """Runs ``install/<pkg>/lib/<pkg>/<exe> --ros-args --params-file F`` like launch_ros does
-    (qvla_ros.node_process, with the executable taken from this checkout's install/)."""
+    (qvla_ros.tools.node_process, with the executable taken from this checkout's install/)."""
 
     def __init__(
         self,
@@ -88,7 +88,7 @@ class InstalledNode(NodeProcess):
 
     @classmethod
     def from_spec(cls, spec: NodeSpec) -> InstalledNode:
-        """Exactly what the launch logic decided (qvla_ros.bringup), run from this checkout's install/."""
+        """What the launch logic decided (qvla_ros.tools.bringup), run from this checkout's install/."""
         return cls(
             spec.package,
             spec.executable,

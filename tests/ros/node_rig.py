@@ -16,7 +16,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from qvla_core.robot_io import RobotConfig, load_robot_config
 from qvla_msgs.msg import PolicyStatus
-from qvla_ros.bringup import NodeSpec, policy_node_spec
+from qvla_ros.tools.bringup import NodeSpec, policy_node_spec
 from tests.ros.fake_robot import FakeRobot, to_sec
 from tests.ros.harness import InstalledNode, RosPeer, wait_for
 

@@ -21,10 +21,10 @@ pytest.importorskip("gym_aloha", reason="gym-aloha (MuJoCo ALOHA model) not inst
 
 
 from qvla_core.robot_io import load_robot_config  # noqa: E402
-from qvla_ros.bringup import sim_demo_specs, write_robot_variant  # noqa: E402
-from qvla_ros.node_process import NodeProcess  # noqa: E402
-from qvla_ros.sim_monitor import CommandRecord, SimMonitor, run_episode  # noqa: E402
-from qvla_ros.sim_session import SimSession  # noqa: E402
+from qvla_ros.tools.bringup import sim_demo_specs, write_robot_variant  # noqa: E402
+from qvla_ros.tools.node_process import NodeProcess  # noqa: E402
+from qvla_ros.tools.sim_monitor import CommandRecord, SimMonitor, run_episode  # noqa: E402
+from qvla_ros.tools.sim_session import SimSession  # noqa: E402
 from tests.ros.harness import INSTALL, REPO  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120

@@ -25,7 +25,7 @@ from launch.launch_description_sources import get_launch_description_from_python
 
 from launch import LaunchContext  # noqa: E402
 from qvla_core.robot_io import load_robot_config  # noqa: E402
-from qvla_ros.bringup import LAUNCH_ARGUMENTS, SIM_ARGUMENTS, policy_node_spec, sim_demo_specs  # noqa: E402
+from qvla_ros.tools.bringup import LAUNCH_ARGUMENTS, SIM_ARGUMENTS, policy_node_spec, sim_demo_specs  # noqa: E402
 from tests.ros.harness import REPO  # noqa: E402
 
 LAUNCH_FILES = {"aloha.launch.py": "aloha", "vln_nav.launch.py": "vln_nav"}

@@ -23,10 +23,10 @@ pytest.importorskip("gym_aloha", reason="gym-aloha (MuJoCo ALOHA model) not inst
 
 from qvla_core.robot_io import load_robot_config  # noqa: E402
 from qvla_core.sim.expert import Kinematics  # noqa: E402
-from qvla_ros.bringup import sim_demo_specs  # noqa: E402
-from qvla_ros.demo import INSTRUCTION  # noqa: E402
-from qvla_ros.sim_monitor import SimMonitor, run_episode  # noqa: E402
-from qvla_ros.sim_session import SimSession  # noqa: E402
+from qvla_ros.tools.bringup import sim_demo_specs  # noqa: E402
+from qvla_ros.tools.demo import INSTRUCTION  # noqa: E402
+from qvla_ros.tools.sim_monitor import SimMonitor, run_episode  # noqa: E402
+from qvla_ros.tools.sim_session import SimSession  # noqa: E402
 from tests.ros.harness import INSTALL  # noqa: E402
 
 CHECKPOINT = INSTALL / "qvla_ros/share/qvla_ros/models/aloha_transfer_cube"

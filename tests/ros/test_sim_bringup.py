@@ -13,12 +13,12 @@ pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh
 
 from qvla_core.policy import ActionChunk  # noqa: E402
 from qvla_core.robot_io import load_robot_config  # noqa: E402
-from qvla_ros import conversions as conv  # noqa: E402
-from qvla_ros.bringup import NodeSpec, sim_demo_specs  # noqa: E402
-from qvla_ros.demo_report import commanded_rows, latency_plot, sim_rows, summary_table  # noqa: E402
-from qvla_ros.node_process import command_line  # noqa: E402
-from qvla_ros.sim_monitor import ChunkRecord, CommandRecord, EpisodeResult  # noqa: E402
-from qvla_ros.sim_node import SIM_CHANNELS  # noqa: E402
+from qvla_ros.io import conversions as conv  # noqa: E402
+from qvla_ros.nodes.sim_node import SIM_CHANNELS  # noqa: E402
+from qvla_ros.tools.bringup import NodeSpec, sim_demo_specs  # noqa: E402
+from qvla_ros.tools.demo_report import commanded_rows, latency_plot, sim_rows, summary_table  # noqa: E402
+from qvla_ros.tools.node_process import command_line  # noqa: E402
+from qvla_ros.tools.sim_monitor import ChunkRecord, CommandRecord, EpisodeResult  # noqa: E402
 from tests.ros.harness import REPO  # noqa: E402
 
 CONFIG_DIR = REPO / "config" / "robots"

@@ -35,7 +35,7 @@ from qvla_core.robot_io import RobotConfig, load_robot_config  # noqa: E402
 from qvla_core.runtime.joint_state import GripperScaling  # noqa: E402
 from qvla_core.runtime.output_mapping import controller_mappings  # noqa: E402
 from qvla_core.sim.aloha_env import START_ARM, START_FINGER, normalise_finger  # noqa: E402
-from qvla_ros import conversions as conv  # noqa: E402
+from qvla_ros.io import conversions as conv  # noqa: E402
 from tests.ros.harness import InstalledNode, RosPeer, wait_for  # noqa: E402
 
 ROBOT = Path(__file__).resolve().parents[2] / "config/robots/aloha.yaml"

@@ -15,7 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from qvla_core.errors import ObservationError  # noqa: E402
-from qvla_ros import conversions as conv  # noqa: E402
+from qvla_ros.io import conversions as conv  # noqa: E402
 
 
 def image(frame_id: str, encoding: str, h: int, w: int, bpp: int, pad: int = 0, seed: int = 0) -> Image:

@@ -16,7 +16,7 @@ from qvla_core.policy import ActionChunk
 from qvla_core.robot_io import PoseOutput, RobotConfig
 from qvla_core.runtime.output_mapping import controller_mappings, waypoint_columns, waypoints
 from qvla_msgs.msg import ActionChunk as ActionChunkMsg
-from qvla_ros import conversions as conv
+from qvla_ros.io import conversions as conv
 
 
 class RobotOutputs:

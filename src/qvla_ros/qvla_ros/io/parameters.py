@@ -1,7 +1,7 @@
 """Every parameter of the policy node, declared once: name, type, default, description, range.
 
 The node declares them from this table, validates updates against it, and the
-launch logic (qvla_ros.bringup) builds its parameter dicts from the same names.
+launch logic (qvla_ros.tools.bringup) builds its parameter dicts from the same names.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
 
-from qvla_ros.parameters import Param, check_update
+from qvla_ros.io.parameters import Param, check_update
 
 SIM_NODE_PARAMS: tuple[Param, ...] = (
     Param(

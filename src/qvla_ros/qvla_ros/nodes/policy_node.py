@@ -27,11 +27,11 @@ from qvla_core.errors import QvlaError
 from qvla_core.runtime.engine import EngineSink, PolicyEngine, RunState
 from qvla_msgs.msg import PolicyStatus
 from qvla_msgs.srv import SetInstruction
-from qvla_ros import conversions as conv
-from qvla_ros.outputs import RobotOutputs
-from qvla_ros.parameters import POLICY_NODE_PARAMS, declare_all, validate_update
-from qvla_ros.policy_factory import make_policy
-from qvla_ros.shutdown import prepare_exit, stop_on_signals
+from qvla_ros.io import conversions as conv
+from qvla_ros.io.outputs import RobotOutputs
+from qvla_ros.io.parameters import POLICY_NODE_PARAMS, declare_all, validate_update
+from qvla_ros.nodes.policy_factory import make_policy
+from qvla_ros.nodes.shutdown import prepare_exit, stop_on_signals
 
 _LIFECYCLE = {
     "unconfigured": PolicyStatus.LIFECYCLE_UNCONFIGURED,

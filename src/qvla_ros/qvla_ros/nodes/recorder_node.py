@@ -4,7 +4,7 @@ It subscribes to what the robot YAML names (``qvla_core.robot_io.recorded_topics
 joint states the policy node reads, and the topics of ``ros.recording.actions``) without
 deserialising anything (``raw=True``: the CDR bytes go to the file as they came off the wire), and
 writes each episode to ``<output_dir>/episode_NNNNNN/`` in the layout of ``ros2 bag record -s mcap``
-(:mod:`qvla_ros.episode_bag`), with the episode boundaries, task text, success and the robot YAML
+(:mod:`qvla_ros.io.episode_bag`), with the episode boundaries, task text, success and the robot YAML
 in the file.
 
 Services: ``~/start_episode`` (qvla_msgs/srv/StartEpisode: the task text) opens the next episode's
@@ -51,8 +51,8 @@ from rclpy.task import Future
 from qvla_core.errors import ConfigError, QvlaError
 from qvla_core.robot_io import RobotConfig, load_robot_config, recorded_topics
 from qvla_msgs.srv import StartEpisode, StopEpisode
-from qvla_ros.episode_bag import COMPRESSION, EpisodeBag, TopicSpec
-from qvla_ros.parameters import Param, check_update, declare_all
+from qvla_ros.io.episode_bag import COMPRESSION, EpisodeBag, TopicSpec
+from qvla_ros.io.parameters import Param, check_update, declare_all
 
 
 def message_class(type_name: str) -> Any:

@@ -47,10 +47,10 @@ from qvla_core.robot_io import RobotConfig, TrajectoryOutput, load_robot_config
 from qvla_core.runtime.joint_state import GripperScaling
 from qvla_core.sim.aloha_env import ARM_JOINTS, CONTROL_DT, DEFAULT_CAMERAS, Task
 from qvla_core.sim.trajectory_executor import TrajectoryExecutor
-from qvla_ros import conversions as conv
-from qvla_ros.parameters import declare_all
-from qvla_ros.shutdown import prepare_exit, stop_on_signals
-from qvla_ros.sim_parameters import SIM_NODE_PARAMS, validate_update
+from qvla_ros.io import conversions as conv
+from qvla_ros.io.parameters import declare_all
+from qvla_ros.io.sim_parameters import SIM_NODE_PARAMS, validate_update
+from qvla_ros.nodes.shutdown import prepare_exit, stop_on_signals
 
 # The simulated ALOHA's 14 channels, in AlohaSim's order (left arm first); the robot YAML's channels
 # are mapped onto these by name.

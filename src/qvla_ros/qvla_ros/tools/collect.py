@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from qvla_core.robot_io import load_robot_config
-from qvla_ros.bringup import NodeSpec, resolve_robot_config, sim_demo_specs, write_robot_variant
+from qvla_ros.tools.bringup import NodeSpec, resolve_robot_config, sim_demo_specs, write_robot_variant
 
 TASK = "pick up the red cube with the right arm and hand it over to the left arm"
 SUCCESS_REWARD = 4
@@ -236,7 +236,7 @@ def collect(args: argparse.Namespace, robot_yaml: Path, bags: Path) -> tuple[lis
     """Run every episode; returns the records and the sim speed (sim s per wall s)."""
     from tqdm import tqdm
 
-    from qvla_ros.sim_session import SimSession
+    from qvla_ros.tools.sim_session import SimSession
 
     session = SimSession(
         node_specs(args, robot_yaml, bags), load_robot_config(robot_yaml), log_dir=args.out / "logs"

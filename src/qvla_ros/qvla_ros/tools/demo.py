@@ -23,8 +23,8 @@ from pathlib import Path
 
 from qvla_core.cli.build_checkpoint import tiny_random_command
 from qvla_core.robot_io import load_robot_config
-from qvla_ros.bringup import resolve_robot_config, sim_demo_specs, write_robot_variant
-from qvla_ros.demo_report import (
+from qvla_ros.tools.bringup import resolve_robot_config, sim_demo_specs, write_robot_variant
+from qvla_ros.tools.demo_report import (
     Snapshot,
     commanded_rows,
     latency_plot,
@@ -32,8 +32,8 @@ from qvla_ros.demo_report import (
     sim_rows,
     summary_table,
 )
-from qvla_ros.sim_monitor import SimMonitor, run_episode
-from qvla_ros.sim_session import SimSession
+from qvla_ros.tools.sim_monitor import SimMonitor, run_episode
+from qvla_ros.tools.sim_session import SimSession
 
 INSTRUCTION = "pick up the red cube with the right arm and hand it over to the left arm"
 SNAPSHOT_TIMES = (0.6, 1.6, 2.6, 3.6, 4.6)  # sim seconds into each episode
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         session.wait_ready()
-        from qvla_ros.sim_node import SIM_CHANNELS
+        from qvla_ros.nodes.sim_node import SIM_CHANNELS
 
         for episode in range(1, args.episodes + 1):
             ticker = _EpisodeTicker(monitor, episode, args.episodes, snapshots, SIM_CHANNELS)

@@ -9,7 +9,7 @@ import numpy as np
 
 from qvla_core.robot_io import RobotConfig, TrajectoryOutput
 from qvla_core.runtime.joint_state import GripperScaling
-from qvla_ros.sim_monitor import ChunkRecord, CommandRecord, EpisodeResult
+from qvla_ros.tools.sim_monitor import ChunkRecord, CommandRecord, EpisodeResult
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Start a :class:`~qvla_ros.bringup.NodeSpec` as its own process, the way ``ros2 launch`` does.
+"""Start a :class:`~qvla_ros.tools.bringup.NodeSpec` as its own process, the way ``ros2 launch`` does.
 
 Used where ``launch`` is not installed (the demo, the benchmarks and the integration tests on a
 machine with ROS 2 from PyPI): ``<prefix>/lib/<package>/<executable> --ros-args -r __node:=...
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from qvla_ros.bringup import NodeSpec
+from qvla_ros.tools.bringup import NodeSpec
 
 
 def executable_path(package: str, executable: str, prefix: Path | None = None) -> Path:

@@ -32,7 +32,7 @@ from qvla_core.robot_io import RobotConfig, TrajectoryOutput
 from qvla_msgs.msg import ActionChunk as ActionChunkMsg
 from qvla_msgs.msg import PolicyStatus
 from qvla_msgs.srv import SetInstruction
-from qvla_ros import conversions as conv
+from qvla_ros.io import conversions as conv
 
 # The policy node's diagnostics this monitor reads: per-stage latency and the safety counters.
 _DIAGNOSTIC_KEY = re.compile(r"latency_(\w+)_s|safety_(velocity_clamped|limit_clamped|rejected)_chunks")

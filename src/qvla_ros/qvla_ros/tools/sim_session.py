@@ -13,9 +13,9 @@ from rclpy.executors import SingleThreadedExecutor
 
 from qvla_core.robot_io import RobotConfig
 from qvla_msgs.msg import PolicyStatus
-from qvla_ros.bringup import NodeSpec
-from qvla_ros.node_process import NodeProcess
-from qvla_ros.sim_monitor import SimMonitor, Spinner
+from qvla_ros.tools.bringup import NodeSpec
+from qvla_ros.tools.node_process import NodeProcess
+from qvla_ros.tools.sim_monitor import SimMonitor, Spinner
 
 
 class SimSession:
