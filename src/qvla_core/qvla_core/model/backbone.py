@@ -363,6 +363,14 @@ class Backbone(nn.Module):
         require_accelerate()
         klass = model_class(model_type)
         with oom_as_error(placement, f"loading the {model_type} backbone from {path}", LOAD_ADVICE):
+            if _asks_for_stem(path):  # a conv stem in place of the vision tower (model/vision_stem.py)
+                from qvla_core.model.vision_stem import load_stem_model
+
+                model = load_stem_model(klass, path, placement.dtype, placement.device, attn_implementation)
+                if adapter is not None:
+                    model = merge_adapter(model, adapter)
+                model.eval()
+                return cls(model, model_type, cond_layer)
             try:
                 with quiet_hf():
                     model, info = klass.from_pretrained(
@@ -423,6 +431,20 @@ class Backbone(nn.Module):
         )
         hidden = out.hidden_states[self.cond_layer] if want_all else out.last_hidden_state
         return hidden, attention_mask.to(torch.bool)
+
+
+def _asks_for_stem(path: Path) -> bool:
+    """Whether ``path/config.json`` names a vision stem (absent in every Qwen release)."""
+    import json
+
+    from qvla_core.model.vision_stem import STEM_KEY
+
+    try:
+        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # read_model_type has already reported an unreadable config.json
+    vision = data.get("vision_config") if isinstance(data, dict) else None
+    return isinstance(vision, dict) and vision.get(STEM_KEY) is not None
 
 
 def read_model_type(path: Path) -> str:

@@ -8,6 +8,11 @@ instructions; seconds to build, for tests and the demo.
 (~2.2M parameters in all): a policy that trains from scratch on a CPU in well under an hour, as the
 learned TransferCube demo does (docs/bench/learned_policy.md).
 
+``small_conv``: ``small`` with a small convolutional vision stem (model/vision_stem.py, GroupNorm,
+stride 32, one token per merged patch) in place of the vision tower: vision learned from scratch
+finds a small object much sooner than with a ViT (docs/bench/learned_policy.md). Same text model
+and decoder as ``small``; the stem is recorded as ``vision_config.qvla_stem`` in ``config.json``.
+
 ``full``: the published backbone shapes (Qwen3.5-4B / Qwen3-VL-4B / Qwen2.5-VL-3B)
 + the 1.15B DiT decoder (cond_dim set to the backbone's hidden size), random
 weights in bfloat16, for GPU latency benchmarks. Building on a CPU is slow and
@@ -50,8 +55,11 @@ from qvla_core.model.pretrained import BackboneFiles, inspect_backbone
 from qvla_core.model.processor import CLIP_MEAN, CLIP_STD, HALF, ImageSpec, QwenVLAProcessor
 from qvla_core.model.prompt import frame_label, system_text
 from qvla_core.model.tokenizer import SPECIAL_TOKENS, corpus_from_texts, train_tokenizer
+from qvla_core.model.vision_stem import STEM_KEY, install_stem, stem_for
 
-PRESETS = ("tiny", "small", "full")
+PRESETS = ("tiny", "small", "small_conv", "full")
+# The decoder shape of each preset (small_conv differs from small only in its vision stem).
+DECODER_OF = {"small_conv": "small"}
 BACKBONE_MODES = ("reference", "link", "copy")
 
 
@@ -95,7 +103,7 @@ def decoder_config(
     max_horizon: int | None = None,
 ) -> DecoderConfig:
     """The preset's decoder on a backbone of width ``cond_dim``, wide and long enough for ``embodiments``."""
-    base = DECODER_PRESETS[preset]
+    base = DECODER_PRESETS[DECODER_OF.get(preset, preset)]
     need_action = max((len(e.action) for e in embodiments), default=0)
     need_state = max((len(e.state) for e in embodiments), default=0)
     need_horizon = max((e.horizon for e in embodiments), default=0)
@@ -213,7 +221,7 @@ def _build_random(
         texts.extend(embodiment_texts(e))
     tokenizer = train_tokenizer(corpus_from_texts(texts), vocab_size=1024)
     token_ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}
-    if preset in ("tiny", "small"):
+    if preset in ("tiny", "small", "small_conv"):
         width = 64 if preset == "small" else 32
         config = tiny_config(backbone_type, len(tokenizer), token_ids, vision_width=width)
         dtype = torch.float32
@@ -241,6 +249,8 @@ def _build_random(
             from qvla_core.model.policy import build_random_backbone
 
             model = build_random_backbone(config, dtype=dtype, seed=seed, device=device)
+            if preset == "small_conv":
+                install_stem(model, stem_for(config))
             n_backbone = sum(p.numel() for p in model.parameters())
             with quiet_hf():
                 model.save_pretrained(str(backbone_dir))
@@ -248,6 +258,8 @@ def _build_random(
             n_decoder = _decoder_weights(tmp, decoder_cfg, dtype, seed, device, randomize_head)
         else:
             backbone_dir.mkdir(parents=True, exist_ok=True)
+            if preset == "small_conv":  # the shape only (the count below is the vision tower's)
+                setattr(config.vision_config, STEM_KEY, stem_for(config).to_dict())
             config.save_pretrained(str(backbone_dir))
             n_backbone, n_decoder = count_parameters(config), _decoder_count(decoder_cfg)
         processor.save_pretrained(backbone_dir)
