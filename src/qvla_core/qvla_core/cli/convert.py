@@ -29,7 +29,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task text for bags that do not carry one (plain ros2 bags)")
     p.add_argument("--only-success", action="store_true", help="leave out episodes recorded as unsuccessful")
     p.add_argument(
-        "--skip-bad", action="store_true", help="leave out (and list) bad episodes instead of stopping"
+        "--skip-bad",
+        action="store_true",
+        help="leave out (and list) bad episodes and unreadable (truncated, corrupt) bags instead of stopping",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from qvla_core.data.mcap_reader import find_bags
 
     try:
-        bags = find_bags(args.bags)
+        bags = find_bags(args.bags, skip_bad=args.skip_bad)
         report = convert(
             bags,
             args.out,
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print("qvla-convert: interrupted; no dataset was written", file=sys.stderr)
         return 130
     print(summary(report))
+    for episode in report.episodes:
+        if episode.skipped and episode.skipped != "not successful":
+            print(f"qvla-convert: warning: left out {episode.source}: {episode.skipped}", file=sys.stderr)
     return 0
 
 

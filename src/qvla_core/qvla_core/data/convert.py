@@ -138,16 +138,22 @@ def convert(
     from qvla_core.data.writer import DatasetWriter
 
     t0 = time.monotonic()
-    config = robot_config_for(bags, robot_config)
+    broken = [bag for bag in bags if bag.error is not None]  # find_bags(skip_bad=True) kept them
+    if broken and not skip_bad:
+        raise broken[0].error  # type: ignore[misc]
+    readable = [bag for bag in bags if bag.error is None]
+    if not readable and broken:
+        raise RecordingError(f"no bag could be read: {'; '.join(str(b.error) for b in broken)}")
+    config = robot_config_for(readable, robot_config)
     expected = recorded_topics(config)
     emb = config.embodiment
-    spans = [(bag, span) for bag in bags for span in bag.episodes(task)]
+    spans = [(bag, span) for bag in readable for span in bag.episodes(task)]
     missing_task = [s.label for _, s in spans if not s.task]
     if missing_task:
         raise RecordingError(f"no task text for {missing_task[:3]} (plain ros2 bags): give --task")
     dt = 1.0 / emb.control_rate_hz
     total = sum(_span_ticks(b, s, dt) for b, s in spans)
-    reports: list[EpisodeReport] = []
+    reports = [EpisodeReport(str(b.path), "", None, skipped=str(b.error)) for b in broken]
     with (
         DatasetWriter(
             out,
@@ -187,7 +193,10 @@ def convert(
                 },
             )
         if not any(r.dataset_index is not None for r in reports):
-            raise RecordingError(f"no episode to write ({len(reports)} in the input, all skipped)")
+            reasons = "; ".join(f"{r.source}: {r.skipped}" for r in reports)
+            raise RecordingError(
+                f"no episode to write ({len(reports)} in the input, all left out: {reasons})"
+            )
         path = writer.finalize()
     return ConversionReport(path, reports, time.monotonic() - t0)
 
