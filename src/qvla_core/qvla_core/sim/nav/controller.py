@@ -76,7 +76,7 @@ class PathFollower:
     def __init__(
         self,
         limits: Limits | None = None,
-        lookahead: float = 0.6,
+        lookahead: float = 0.45,
         xy_tolerance: float = 0.15,
         yaw_tolerance: float = 0.15,
         rotate_threshold: float = 0.9,

@@ -24,6 +24,7 @@ from qvla_core.policy import Observation, Policy
 from qvla_core.sim.nav.controller import PathFollower, compose, wrap
 from qvla_core.sim.nav.env import CONTROL_DT, NavSim
 from qvla_core.sim.nav.metrics import NavMetrics, episode_metrics, shortest_path_length
+from qvla_core.sim.nav.scene import NavScene
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -44,7 +45,7 @@ class EpisodeLog:
 def run_episode(
     sim: NavSim,
     policy: Policy,
-    seed: int,
+    seed: int | NavScene,
     *,
     max_time_s: float = 90.0,
     inference_period_s: float = 1.0,
@@ -52,7 +53,7 @@ def run_episode(
     render: bool = False,
     follower: PathFollower | None = None,
 ) -> EpisodeLog:
-    """One episode of ``policy`` in the scene of ``seed``."""
+    """One episode of ``policy`` in the scene of ``seed`` (or a given scene)."""
     scene = sim.reset(seed)
     policy.reset()
     follower = follower or PathFollower(sim.limits)
@@ -112,5 +113,5 @@ def run_episode(
         others=[(o.x, o.y) for o in scene.objects if o is not goal],
     )
     return EpisodeLog(
-        seed, scene.instruction, p, sim.collisions, stopped, sim.time, infer_s, render_s, metrics
+        scene.seed, scene.instruction, p, sim.collisions, stopped, sim.time, infer_s, render_s, metrics
     )

@@ -37,7 +37,10 @@ FloatArray = npt.NDArray[np.float64]
 
 SPEED = 0.6  # m/s along the path: below the base's 0.8 m/s so the controller can keep up
 GOAL_RADIUS = 0.75  # stop this close to the named object's centre [m] (success is within 1 m)
-SAFETY_MARGIN = 0.12  # clearance kept beyond the base's radius when planning [m]
+SAFETY_MARGIN = 0.15  # clearance kept beyond the base's radius when planning [m]
+CORNER_TURN = math.radians(15.0)  # a path vertex turning more than this is a corner
+TURN_FIRST = 0.9  # heading error [rad] beyond which the waypoints turn on the spot first
+TURN_RATE = 1.2  # rad/s of those turns (the base's limit is 1.5)
 
 
 class GroundTruth(Protocol):
@@ -132,35 +135,64 @@ class NavExpert:
 
     def plan(self, scene: NavScene, target: NavObject, pose: Pose2D) -> FloatArray:
         """(horizon, 3) waypoints in base_link at ``pose`` along the shortest path to ``target``."""
-        horizon, dt = self._embodiment.horizon, self._embodiment.dt
-        x, y, _yaw = pose
+        x, y, yaw = pose
         face = math.atan2(target.y - y, target.x - x)
-        stay = np.tile([[x, y, face]], (horizon, 1))
+        stay = np.tile([[x, y, face]], (self._embodiment.horizon, 1))
         if math.hypot(target.x - x, target.y - y) <= self.goal_radius + 0.05:
-            return relative(pose, stay)
+            return self._within_limits(relative(pose, stay))
         field = self.grid(scene).distance_to_object(target, self.goal_radius)
         path = field.path_from(x, y)
+        if path is not None:
+            path = path[np.concatenate([[True], np.hypot(*np.diff(path, axis=0).T) > 1e-9])]
         if path is None or len(path) < 2:
-            return relative(pose, stay)
+            return self._within_limits(relative(pose, stay))
+        end_yaw = math.atan2(target.y - path[-1, 1], target.x - path[-1, 0])
+        return self._within_limits(relative(pose, self._timed(path, yaw, end_yaw)))
+
+    def _timed(self, path: FloatArray, yaw: float, end_yaw: float) -> FloatArray:
+        """World poses at t = dt, 2 dt, ... along ``path``: turn in place first, then ``speed``."""
+        horizon, dt = self._embodiment.horizon, self._embodiment.dt
         seg = np.diff(path, axis=0)
         seg_len = np.hypot(seg[:, 0], seg[:, 1])
-        keep = np.concatenate([[True], seg_len > 1e-9])
-        path = path[keep]
-        seg, seg_len = np.diff(path, axis=0), seg_len[seg_len > 1e-9]
-        if len(seg_len) == 0:
-            return relative(pose, stay)
         cum = np.concatenate([[0.0], np.cumsum(seg_len)])
         total = float(cum[-1])
-        end_yaw = math.atan2(target.y - path[-1, 1], target.x - path[-1, 0])
-        out = np.empty((horizon, 3))
-        for k in range(horizon):
-            s = min(self.speed * dt * (k + 1), total)
+        heading = np.arctan2(seg[:, 1], seg[:, 0])
+        out = []
+        # A differential drive turns on the spot before it drives off in a very different direction
+        # (the controller does so beyond its rotate_threshold), at about TURN_RATE.
+        err = wrap(float(heading[0]) - yaw)
+        if abs(err) > TURN_FIRST:
+            n_turn = min(math.ceil(abs(err) / (TURN_RATE * dt)), horizon)
+            out += [(path[0, 0], path[0, 1], wrap(yaw + err * (k + 1) / n_turn)) for k in range(n_turn)]
+        # The controller joins waypoints with straight lines: one sampled 0.3 m either side of a
+        # doorway's corner would cut it by 0.4 m. So a waypoint never skips a corner (> CORNER_TURN).
+        turns = np.abs(np.angle(np.exp(1j * np.diff(heading))))
+        corners = cum[1:-1][turns > CORNER_TURN]
+        s = 0.0
+        while len(out) < horizon:
+            ahead = corners[corners > s + 1e-6]
+            s = min(s + self.speed * dt, total, float(ahead[0]) if len(ahead) else math.inf)
             i = int(np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(seg_len) - 1))
-            f = (s - cum[i]) / seg_len[i]
-            out[k, :2] = path[i] + f * seg[i]
-            out[k, 2] = end_yaw if s >= total - 1e-9 else math.atan2(seg[i, 1], seg[i, 0])
-        out[:, 2] = [wrap(a) for a in out[:, 2]]
-        return relative(pose, out)
+            p = path[i] + (s - cum[i]) / seg_len[i] * seg[i]
+            out.append((p[0], p[1], end_yaw if s >= total - 1e-9 else float(heading[i])))
+        return np.asarray(out, dtype=np.float64)
+
+    def _within_limits(self, waypoints: FloatArray) -> FloatArray:
+        """Keep the embodiment's position limits by stopping short, never by bending the path.
+
+        The first waypoint outside x/y's limits (e.g. far behind the robot after it has turned
+        around) and all after it repeat the last one inside: the robot goes that far and a later plan
+        (one per second) takes it on. Yaw only needs wrapping; it is clipped for rounding at +-pi.
+        """
+        lo = np.array([a.lower for a in self._embodiment.action])
+        hi = np.array([a.upper for a in self._embodiment.action])
+        out = waypoints.copy()
+        bad = np.flatnonzero(np.any((out[:, :2] < lo[:2]) | (out[:, :2] > hi[:2]), axis=1))
+        if len(bad):
+            k = int(bad[0])
+            out[k:] = out[k - 1] if k > 0 else (0.0, 0.0, out[0, 2])
+        out[:, 2] = np.clip(out[:, 2], lo[2], hi[2])
+        return out
 
 
 class RandomObjectBaseline(NavExpert):

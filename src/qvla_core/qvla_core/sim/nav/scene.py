@@ -121,6 +121,26 @@ class NavScene:
         return min(w.distance(x, y) for w in self.walls)
 
 
+def open_room(
+    width: float,
+    height: float,
+    objects: list[NavObject],
+    start: tuple[float, float, float],
+    target: int = 0,
+    seed: int = -1,
+) -> NavScene:
+    """A hand-made scene: one empty ``width`` x ``height`` room (corner at the origin), for tests."""
+    t = WALL_THICKNESS / 2.0
+    walls = (
+        Rect(-t, -t, width + t, t),
+        Rect(-t, height - t, width + t, height + t),
+        Rect(-t, t, t, height - t),
+        Rect(width - t, t, width + t, height - t),
+    )
+    bounds = Rect(-WALL_THICKNESS, -WALL_THICKNESS, width + WALL_THICKNESS, height + WALL_THICKNESS)
+    return NavScene(seed, walls, tuple(objects), target, start, bounds)
+
+
 def _walls_along(
     fixed: float, lo: float, hi: float, doors: list[tuple[float, float]], vertical: bool
 ) -> list[Rect]:

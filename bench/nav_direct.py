@@ -1,0 +1,87 @@
+"""The navigation expert and the chance baseline, run directly on the navigation sim (no ROS).
+
+Each policy gets one observation per second of sim time (the vln_nav YAML's inference period) and
+returns 8 waypoints in base_link; the local controller (what Nav2's controller does on a robot)
+drives the base through them at 20 Hz. Episodes end when the base has been at rest for 2 s or after
+``--max-time`` s. The scenes are held-out seeds (``--first-seed``, default 10000: far from the
+seeds tests use). Metrics as VLN papers report them (see qvla_core.sim.nav.metrics).
+
+Run (from the repository root)::
+
+    MUJOCO_GL=egl PYTHONPATH=src/qvla_core python bench/nav_direct.py --seeds 50
+
+``--render`` also renders the 640x480 camera history the YAML declares for every observation (the
+expert does not look at it; this measures what rendering costs). It prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+from qvla_core.embodiment import load_embodiment
+from qvla_core.sim.nav.env import NavSim
+from qvla_core.sim.nav.episode import EpisodeLog, run_episode
+from qvla_core.sim.nav.expert import NavExpert, RandomObjectBaseline
+from qvla_core.sim.nav.metrics import summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=50, help="number of held-out scenes")
+    ap.add_argument("--first-seed", type=int, default=10000)
+    ap.add_argument("--max-time", type=float, default=90.0, help="episode limit [s of sim time]")
+    ap.add_argument("--render", action="store_true", help="render the camera history too (slower)")
+    ap.add_argument("--robot", default=str(ROOT / "config" / "robots" / "vln_nav.yaml"))
+    args = ap.parse_args()
+
+    embodiment = load_embodiment(args.robot)
+    cam = embodiment.cameras[0]
+    sim = NavSim(cam.width, cam.height)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    rows = []
+    logs: dict[str, list[EpisodeLog]] = {}
+    try:
+        for name, policy in (
+            ("expert (A*/Dijkstra on the map)", NavExpert(embodiment, ground_truth=sim)),
+            ("chance (walks to a random object)", RandomObjectBaseline(embodiment, ground_truth=sim)),
+        ):
+            t0 = time.perf_counter()
+            logs[name] = [
+                run_episode(sim, policy, s, max_time_s=args.max_time, render=args.render) for s in seeds
+            ]
+            wall = time.perf_counter() - t0
+            sim_s = sum(log.sim_time for log in logs[name])
+            renders = sum(log.render_s for log in logs[name])
+            s = summarize([log.metrics for log in logs[name]])
+            rows.append((name, s, wall, sim_s, renders))
+            failed = [log.seed for log in logs[name] if not log.metrics.success]
+            print(f"{name}: failed seeds {failed}", flush=True)
+    finally:
+        sim.close()
+
+    print(
+        f"\n{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), success radius 1 m, "
+        f"{platform.processor() or platform.machine()}, render={args.render}\n"
+    )
+    print("| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, s, _, _, _ in rows:
+        print(
+            f"| {name} | {s['SR']:.0%} | {s['OSR']:.0%} | {s['NE']:.2f} | {s['TL']:.1f} | {s['SPL']:.2f} "
+            f"| {s['collisions']:.2f} | {s['collision_free']:.0%} | {s['wrong_object']:.0%} |"
+        )
+    print()
+    for name, _, wall, sim_s, renders in rows:
+        extra = f", rendering {renders:.1f} s" if args.render else ""
+        print(
+            f"{name}: {wall:.1f} s wall for {sim_s:.0f} s of sim time ({sim_s / wall:.1f}x real time{extra})"
+        )
+
+
+if __name__ == "__main__":
+    main()
