@@ -19,6 +19,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# One setup at a time per checkout: two colcon builds into the same install/ corrupt it.
+mkdir -p "$ROOT/log"
+exec 9>"$ROOT/log/.setup.lock"
+flock 9
 VENV="$ROOT/.venv"
 REQ="$ROOT/requirements"
 TORCH_VARIANT="${QVLA_TORCH:-cpu}"

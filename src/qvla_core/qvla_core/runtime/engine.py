@@ -4,8 +4,10 @@ Inputs arrive through ``on_camera`` / ``on_joint_state`` (cheap: they only queue
 an inference worker thread pulls the freshest complete observation, runs the
 policy (never more than one inference in flight), makes the chunk safe and
 splices it into the committed plan, then hands the result to an ``EngineSink``
-(the ROS side publishes it). ``tick`` runs at the control rate: it is the
-watchdog that holds the robot when an input goes stale.
+(the ROS side publishes it). ``tick`` is the watchdog that holds the robot when an
+input goes stale or an inference hangs; with ``watch_period_s`` it runs on a thread of
+its own, so that neither a long (or stuck) inference nor a busy transport executor can
+delay a hold.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy.typing as npt
 from qvla_core.errors import DeviceError, ObservationError, QvlaError, SafetyError
 from qvla_core.policy import ActionChunk, Observation, Policy
 from qvla_core.robot_io import RobotConfig
+from qvla_core.runtime.engine_status import RunState, Snapshot, clamp_keys
 from qvla_core.runtime.frame_history import CameraHistory
 from qvla_core.runtime.images import check_size
 from qvla_core.runtime.instruction import validate_instruction
@@ -35,16 +36,8 @@ from qvla_core.runtime.scheduler import ChunkScheduler
 from qvla_core.runtime.sync import ApproximateTimeSync
 
 F64 = npt.NDArray[np.float64]
-
-
-class RunState(IntEnum):
-    """Same values as qvla_msgs/PolicyStatus RUN_*."""
-
-    IDLE = 0
-    RUNNING = 1
-    PAUSED = 2
-    STOPPED = 3
-    FAULT = 4
+# A clock that goes back by more than this (sim reset, looped bag) invalidates every held stamp.
+_CLOCK_JUMP_S = 0.005
 
 
 class EngineSink(Protocol):
@@ -56,54 +49,6 @@ class EngineSink(Protocol):
     def cancel_navigation(self) -> None: ...
     def publish_chunk(self, chunk: ActionChunk, first_due: float, instruction: str) -> None: ...
     def log(self, level: str, text: str) -> None: ...
-
-
-@dataclass
-class Snapshot:
-    run_state: RunState
-    instruction: str
-    last_latency: float
-    chunks: int
-    commands: int
-    last_fault: str
-    last_fault_stamp: float
-    recent_rejections: int
-    rejections: dict[str, int] = field(default_factory=dict)
-    stage_latency: dict[str, float] = field(default_factory=dict)
-    conditioned_on: str = ""
-    safety_velocity_clamped: int = 0  # chunks with a point slowed to a channel's max_velocity
-    safety_limit_clamped: int = 0  # chunks with a point clamped into position limits / gripper range
-    safety_rejected: int = 0  # chunks the safety filter rejected (nothing of them was sent)
-    # chunks that clamped each channel, keyed "velocity:<channel>" and "limit:<channel>"
-    clamped_channels: dict[str, int] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        text = f"{self.run_state.name.lower()}, {self.chunks} chunks, {self.commands} commands"
-        if self.last_fault:
-            text += f"; last fault: {self.last_fault}"
-        return text
-
-    def key_values(self) -> dict[str, str]:
-        kv = {
-            "run_state": self.run_state.name,
-            "instruction": self.instruction,
-            "chunks_produced": str(self.chunks),
-            "commands_sent": str(self.commands),
-            "last_inference_latency_s": f"{self.last_latency:.4f}",
-            "last_fault": self.last_fault,
-        }
-        kv.update({f"latency_{k}_s": f"{v:.4f}" for k, v in self.stage_latency.items()})
-        kv.update({f"rejected_{k}": str(v) for k, v in self.rejections.items()})
-        kv["safety_velocity_clamped_chunks"] = str(self.safety_velocity_clamped)
-        kv["safety_limit_clamped_chunks"] = str(self.safety_limit_clamped)
-        kv["safety_rejected_chunks"] = str(self.safety_rejected)
-        kv.update({f"clamped_{k.replace(':', '_')}": str(v) for k, v in self.clamped_channels.items()})
-        return kv
-
-
-def _clamp_keys(checked: Any) -> set[str]:
-    """A SafeCommand's clamps as "velocity:<channel>" / "limit:<channel>"."""
-    return {f"velocity:{n}" for n in checked.velocity_clamped} | {f"limit:{n}" for n in checked.limit_clamped}
 
 
 def _can_hold(emb: Any) -> bool:
@@ -127,6 +72,7 @@ class PolicyEngine:
         max_instruction_length: int = 1000,
         command_lead_s: float = 0.0,
         idle_poll_s: float = 0.05,
+        watch_period_s: float | None = None,
     ) -> None:
         self.config, self.policy, self.dry_run = config, policy, dry_run
         self.embodiment = emb = config.embodiment
@@ -144,6 +90,10 @@ class PolicyEngine:
         limits = {c.camera: io.safety.max_image_age_s for c in io.cameras}
         limits.update({j.topic: io.safety.max_state_age_s for j in io.joint_states})
         self._watchdog = Watchdog(limits)
+        # A plan older than this is not trusted to run on: half a chunk unless the YAML says otherwise.
+        self._max_inference_s = io.safety.max_inference_s or emb.horizon * emb.dt / 2.0
+        self._infer_started: float | None = None  # engine-clock time the running inference began
+        self._last_check = -math.inf  # engine-clock time of the last watchdog check (jump detection)
         self._safety = SafetyFilter(emb, io.safety)
         self._scheduler = ChunkScheduler(
             emb.dt,
@@ -182,6 +132,15 @@ class PolicyEngine:
         self._delay_seeded = False
         self._worker = threading.Thread(target=self._work, name="qvla-inference", daemon=True)
         self._worker.start()
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if watch_period_s is not None:
+            if not watch_period_s > 0:
+                raise ValueError(f"watch_period_s must be > 0, got {watch_period_s}")
+            self._watcher = threading.Thread(
+                target=self._watch, args=(watch_period_s,), name="qvla-watchdog", daemon=True
+            )
+            self._watcher.start()
 
     # ------------------------------------------------------------------ inputs (cheap)
     def on_camera(self, camera: str, stamp: float, msg: Any) -> None:
@@ -280,16 +239,60 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ watchdog at the control rate
     def tick(self) -> None:
+        """One watchdog check: hold when an input is older than its limit, when the running inference
+        has taken longer than ``max_inference_s`` (the robot would run on an ever older plan), or
+        when the clock jumped back."""
         now = self._clock()
         with self._lock:
-            if not self._active or self._run != RunState.RUNNING:
-                return
-            stale = self._watchdog.stale(now)
-        if stale:
+            back, self._last_check = self._last_check - now, now
+            live = self._active and self._run in (RunState.RUNNING, RunState.FAULT)
+            running = self._active and self._run == RunState.RUNNING
+            stale = self._watchdog.stale(now) if running else {}
+            started = self._infer_started
+        if back > _CLOCK_JUMP_S:
+            # A sim reset or a bag replayed in a loop: every stamp held is from another timeline, and
+            # so is the committed plan. Hold on the last measured state, then forget them all; fresh
+            # inputs on the new clock recover as after any fault.
+            if live:
+                self._fault_now(f"clock jumped back by {back:.3f} s; inputs and plan dropped", now)
+            with self._lock:
+                self._forget_inputs()
+        elif not running:
+            return
+        elif stale:
             ages = ", ".join(
                 f"{k} {'never' if math.isinf(v) else f'{v:.3f} s'}" for k, v in sorted(stale.items())
             )
             self._fault_now(f"stale input ({ages})", now)
+        elif started is not None and now - started > self._max_inference_s:
+            self._fault_now(f"inference hung ({now - started:.2f} s, limit {self._max_inference_s:g} s)", now)
+
+    def _forget_inputs(self) -> None:
+        """Under the lock: drop every held input, stamp and the plan (they are on an old timeline)."""
+        self._sync.clear()
+        for history in self._history.values():
+            history.clear()
+        self._merger.reset()
+        self._watchdog.reset()
+        self._scheduler.reset()
+        self._last_used_stamp = -math.inf
+        self._instruction_version += 1  # an inference in flight is discarded
+
+    def _watch(self, period_s: float) -> None:
+        """The watchdog thread: wakes when the oldest input is due to go stale (at most every
+        ``period_s``), so a hold never waits behind an inference, an image callback or a timer queue."""
+        while not self._stop_watch.wait(self._until_next_check(period_s)):
+            try:
+                self.tick()
+            except Exception as exc:  # the watchdog must outlive any failure of a sink
+                text = f"watchdog check failed: {type(exc).__name__}: {exc}"
+                self._log_throttled("error", "watchdog", text)
+
+    def _until_next_check(self, period_s: float) -> float:
+        with self._lock:
+            due = self._watchdog.next_expiry() - self._clock()
+        # A finite, future expiry: wake just after it; otherwise (never fed, or already stale) poll.
+        return min(period_s, max(0.001, due + 1e-4)) if math.isfinite(due) and due > 0 else period_s
 
     def _fault_now(self, text: str, now: float) -> None:
         with self._lock:
@@ -313,13 +316,18 @@ class PolicyEngine:
         if self.dry_run:
             return
         with self._send_lock:
-            if self._waypoint_cols is not None:
-                self._sink.cancel_navigation()
-            elif state is not None:
-                self._sink.send_hold(hold_action(self.embodiment, state))
-            else:
+            try:
+                if self._waypoint_cols is not None:
+                    self._sink.cancel_navigation()
+                elif state is not None:
+                    self._sink.send_hold(hold_action(self.embodiment, state))
+                else:
+                    self._log_throttled(
+                        "warn", "hold-without-state", f"{why}: no joint state yet, nothing to hold"
+                    )
+            except Exception as exc:  # say so loudly; the caller (watchdog, service) must go on
                 self._log_throttled(
-                    "warn", "hold-without-state", f"{why}: no joint state yet, nothing to hold"
+                    "error", "hold-failed", f"{why}: the hold could not be sent ({type(exc).__name__}: {exc})"
                 )
 
     # ------------------------------------------------------------------ inference worker
@@ -339,8 +347,8 @@ class PolicyEngine:
                     with self._lock:
                         if self._data_version == seen and not self._shutdown:
                             self._lock.wait(self._idle_poll_s)
-            except Exception as exc:
-                self._fault_now(f"inference failed: {type(exc).__name__}: {exc}", self._clock())
+            except Exception as exc:  # a bug of ours, not the model's or the robot's: still hold
+                self._fault_now(f"policy worker failed: {type(exc).__name__}: {exc}", self._clock())
                 time.sleep(0.05)
 
     def _step(self) -> bool:
@@ -364,6 +372,7 @@ class PolicyEngine:
             prefix, weight = self._scheduler.prefix(now, self._delay_budget(), synced.stamp)
             if prefix.shape[0] == 0 and self._hold_prefix:
                 prefix, weight = self._start_prefix(state, synced.stamp, now)
+            self._infer_started = now
         images = {name: history.get(name, synced.payloads[name][None]) for name in self._cameras}
         observation = Observation(
             images=images,
@@ -374,7 +383,15 @@ class PolicyEngine:
             prefix_weight=weight if prefix.shape[0] else None,
         )
         started = time.perf_counter()
-        chunk = self.policy.infer(observation)
+        try:
+            chunk = self.policy.infer(observation)
+        except Exception as exc:
+            self._fault_now(f"inference failed: {type(exc).__name__}: {exc}", self._clock())
+            time.sleep(0.05)
+            return True
+        finally:
+            with self._lock:
+                self._infer_started = None
         wall = time.perf_counter() - started
         self._deliver(chunk, version, state, state_stamp, instruction, wall)
         if self._inference_period > 0:
@@ -398,6 +415,8 @@ class PolicyEngine:
             self._update_delay(wall)
             if version != self._instruction_version or not self._active:
                 return  # paused, stopped, faulted or re-instructed while inferring: discard
+            if self._watchdog.stale(now):
+                return  # an input went stale while inferring: the watchdog holds (or has held)
             self._chunks += 1
             self._last_latency = chunk.total_latency
             self._stage_latency = dict(chunk.latency)
@@ -406,7 +425,7 @@ class PolicyEngine:
             try:
                 if self._waypoint_cols is not None:
                     checked = self._safety.check(chunk.actions, None, chunk.dt)
-                    clamped.update(_clamp_keys(checked))
+                    clamped.update(clamp_keys(checked))
                     safe = checked.positions
                     traj = None
                 else:
@@ -415,7 +434,7 @@ class PolicyEngine:
 
                     def guard(rows: Any) -> Any:
                         checked = self._safety.check(rows, state, chunk.dt, first_step_s=first_step)
-                        clamped.update(_clamp_keys(checked))
+                        clamped.update(clamp_keys(checked))
                         return checked.positions
 
                     traj = self._scheduler.splice(chunk, now, safety=guard)
@@ -441,12 +460,21 @@ class PolicyEngine:
                 if version != self._instruction_version or not self._active:
                     return
             if not self.dry_run:
-                if self._waypoint_cols is not None:
-                    self._sink.send_waypoints(waypoints(safe, self._waypoint_cols), chunk.observation_stamp)
+                try:
+                    if self._waypoint_cols is not None:
+                        rows = waypoints(safe, self._waypoint_cols)
+                        self._sink.send_waypoints(rows, chunk.observation_stamp)
+                    else:
+                        assert traj is not None
+                        self._sink.send_trajectory(traj.start_stamp, traj.positions, traj.dt)
+                except Exception as exc:  # the robot's side refused or is missing: not an inference fault
+                    output_fault = f"output failed: {type(exc).__name__}: {exc}"
                 else:
-                    assert traj is not None
-                    self._sink.send_trajectory(traj.start_stamp, traj.positions, traj.dt)
-                self._count_command()
+                    output_fault = ""
+                    self._count_command()
+        if not self.dry_run and output_fault:
+            self._fault_now(output_fault, now)
+            return
         first_due = chunk.observation_stamp if traj is None else traj.start_stamp
         self._sink.publish_chunk(chunk, first_due, instruction)
 
@@ -531,6 +559,9 @@ class PolicyEngine:
             self._shutdown = True
             self._active = False
             self._lock.notify_all()
+        self._stop_watch.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5.0)
         self._worker.join(timeout=30.0)
 
     def _log_throttled(self, level: str, key: str, text: str, period_s: float = 1.0) -> None:
@@ -538,3 +569,6 @@ class PolicyEngine:
         if now - self._last_log.get(key, -math.inf) >= period_s:
             self._last_log[key] = now
             self._sink.log(level, text)
+
+
+__all__ = ["EngineSink", "PolicyEngine", "RunState", "Snapshot"]

@@ -254,5 +254,12 @@ class Watchdog:
                 out[name] = age
         return out
 
+    def next_expiry(self) -> float:
+        """When the first input will be stale (its stamp + limit); -inf if one was never fed."""
+        return min(
+            (self._last.get(name, -math.inf) + limit for name, limit in self.limits.items()),
+            default=math.inf,
+        )
+
     def reset(self) -> None:
         self._last.clear()

@@ -117,6 +117,9 @@ class PolicyNode(LifecycleNode):
             dry_run=bool(p["dry_run"]),
             max_instruction_length=int(p["max_instruction_length"]),
             command_lead_s=float(p["command_lead_s"]),
+            # The watchdog runs on the engine's own thread, not as a timer of this node's executor:
+            # a hold must not wait behind camera callbacks (or anything else the executor runs).
+            watch_period_s=min(config.embodiment.dt, 0.02),
         )
         warm = engine.warm_up()
         if warm is not None:
@@ -167,8 +170,6 @@ class PolicyNode(LifecycleNode):
             )
         )
         subs.append(self.create_subscription(String, "qvla/instruction", self._on_instruction_topic, 10))
-        self._control_timer = self.create_timer(engine.embodiment.dt, engine.tick)
-        subs.append(self._control_timer)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self._engine is not None
