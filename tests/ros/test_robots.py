@@ -22,7 +22,7 @@ pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh
 from geometry_msgs.msg import Pose  # noqa: E402
 
 from qvla_core.embodiment import ChannelKind  # noqa: E402
-from qvla_core.robot_io import PoseOutput, TrajectoryOutput, load_robot_config  # noqa: E402
+from qvla_core.robot_io import PoseOutput, TrajectoryOutput  # noqa: E402
 from qvla_msgs.msg import ActionChunk  # noqa: E402
 from tests.ros.fake_robot import Received, to_sec  # noqa: E402
 from tests.ros.harness import REPO, wait_for  # noqa: E402
@@ -42,9 +42,6 @@ def rig(request: pytest.FixtureRequest, tiny_checkpoint: Path, config_dir: Path)
     # By name, as `robot_config:=widowx` on the command line: the installed copy of that YAML.
     spec = spec_for(robot.stem, tiny_checkpoint, config_dir)
     assert Path(spec.parameters["robot_config"]).name == robot.name
-    outputs = load_robot_config(spec.parameters["robot_config"]).ros.outputs
-    if any(o.type == "navigate_through_poses" for o in outputs):
-        pytest.importorskip("nav2_msgs", reason="navigate_through_poses needs nav2_msgs (a ROS distribution)")
     with NodeRig(spec, f"fake_{robot.stem}") as rig:
         yield rig
 
@@ -52,9 +49,9 @@ def rig(request: pytest.FixtureRequest, tiny_checkpoint: Path, config_dir: Path)
 def test_robot_receives_what_its_yaml_configures(rig: NodeRig) -> None:
     config = rig.config
     trajectory_outputs = [o for o in config.ros.outputs if isinstance(o, TrajectoryOutput)]
-    pose_outputs = [
-        o for o in config.ros.outputs if isinstance(o, PoseOutput) and o.type != "navigate_through_poses"
-    ]
+    # Nav2 action outputs need action servers, which this fake robot does not run: they are tested
+    # against real ones in test_nav_outputs.py (the node reports the missing server as a fault).
+    pose_outputs = [o for o in config.ros.outputs if isinstance(o, PoseOutput) and not o.is_action]
     assert trajectory_outputs or pose_outputs, "a robot YAML without outputs"
 
     def enough() -> bool:
@@ -139,6 +136,14 @@ def _yaw(pose: Pose) -> float:
     return 2.0 * math.atan2(q.z, q.w)
 
 
+def _is_stop(out: PoseOutput, msg: Any) -> bool:
+    """What a hold sends on a topic: goal_pose at base_link's origin with stamp 0, or an empty path."""
+    if out.type == "path":
+        return not msg.poses
+    p, q = msg.pose.position, msg.pose.orientation
+    return to_sec(msg.header.stamp) == 0.0 and (p.x, p.y, p.z, q.x, q.y, q.z, q.w) == (0, 0, 0, 0, 0, 0, 1)
+
+
 def _check_waypoints(rig: NodeRig, got: Received, outputs: list[PoseOutput], settled: float) -> None:
     emb = rig.config.embodiment
     kinds = {c.kind: (i, c.lower, c.upper) for i, c in enumerate(emb.action)}
@@ -171,6 +176,8 @@ def _check_waypoints(rig: NodeRig, got: Received, outputs: list[PoseOutput], set
         assert len(store[out.topic]) >= 2, f"{out.topic}: {len(store[out.topic])} messages"
         for arrival, msg in store[out.topic]:
             where = f"{out.topic} ({out.type})"
+            if _is_stop(out, msg):
+                continue  # a hold (a stale input on a busy machine): checked in test_nav_outputs.py
             assert msg.header.frame_id == out.frame_id, f"{where}: frame {msg.header.frame_id!r}"
             t = check_stamp(msg.header.stamp, where)
             poses = [msg] if out.type == "goal_pose" else list(msg.poses)

@@ -37,3 +37,9 @@ class TrainingError(QvlaError):
 
 class DeviceError(QvlaError):
     """The requested device or dtype cannot run here (no CUDA, unsupported dtype, out of memory)."""
+
+
+class OutputError(QvlaError):
+    """A command could not be handed to the robot's interface (no Nav2 action server, a goal the
+    server rejected, a message type the installed interfaces cannot carry). The policy worked: this
+    is a fault of the output side, reported as such, and the next command is tried again."""

@@ -66,15 +66,58 @@ class TrajectoryOutput(Strict):
         return self
 
 
-class PoseOutput(Strict):
-    """Waypoints for Nav2: ``goal_pose`` (last waypoint), ``path`` (nav_msgs/Path) or
-    ``navigate_through_poses`` (the Nav2 action, where nav2_msgs is installed)."""
+NAV2_ACTIONS = ("navigate_through_poses", "navigate_to_pose", "follow_path")
 
-    type: Literal["goal_pose", "path", "navigate_through_poses"] = Field(
-        description="goal_pose: geometry_msgs/PoseStamped; path: nav_msgs/Path; or the Nav2 action."
+
+class PoseOutput(Strict):
+    """Waypoints for Nav2, stamped in ``frame_id`` at the observation instant. Topics: ``goal_pose``
+    (geometry_msgs/PoseStamped, the last waypoint; bt_navigator's /goal_pose) and ``path``
+    (nav_msgs/Path, all waypoints). Nav2 actions (nav2_msgs): ``navigate_through_poses`` (all
+    waypoints), ``navigate_to_pose`` (the last one) and ``follow_path`` (all of them as a path
+    straight to the controller server). Each new plan pre-empts the previous goal; a hold cancels it
+    (for the topics: a goal at the robot's current pose, an empty path)."""
+
+    type: Literal["goal_pose", "path", "navigate_through_poses", "navigate_to_pose", "follow_path"] = Field(
+        description="goal_pose: geometry_msgs/PoseStamped; path: nav_msgs/Path; or a Nav2 action "
+        "(NavigateThroughPoses, NavigateToPose, FollowPath)."
     )
-    topic: Topic = Field(description="Topic, or action name for navigate_through_poses.")
+    topic: Topic = Field(description="Topic, or the action name for a Nav2 action (e.g. /follow_path).")
     frame_id: FrameId = Field(default="base_link", description="Frame of the waypoints (REP-105).")
+    behavior_tree: str = Field(
+        default="",
+        max_length=4096,
+        description="navigate_through_poses / navigate_to_pose: the behavior tree; empty: Nav2's default.",
+    )
+    controller_id: str = Field(
+        default="", max_length=256, description="follow_path: the controller plugin; empty: the default."
+    )
+    goal_checker_id: str = Field(
+        default="", max_length=256, description="follow_path: the goal checker plugin; empty: the default."
+    )
+    progress_checker_id: str = Field(
+        default="",
+        max_length=256,
+        description="follow_path: the progress checker plugin; empty: the default (Nav2 Kilted and later).",
+    )
+
+    @property
+    def is_action(self) -> bool:
+        """A Nav2 action (nav2_msgs) rather than a topic."""
+        return self.type in NAV2_ACTIONS
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> PoseOutput:
+        """behavior_tree only for the navigator actions, the plugin ids only for follow_path."""
+        wrong = []
+        if self.behavior_tree and self.type not in ("navigate_through_poses", "navigate_to_pose"):
+            wrong.append("behavior_tree")
+        if self.type != "follow_path":
+            ids = ("controller_id", "goal_checker_id", "progress_checker_id")
+            wrong += [name for name in ids if getattr(self, name)]
+        if wrong:
+            names = ", ".join(wrong)
+            raise ValueError(f"output {self.topic} ({self.type}): {names} do not apply to this type")
+        return self
 
 
 Output = Annotated[TrajectoryOutput | PoseOutput, Field(discriminator="type")]
@@ -113,16 +156,6 @@ class SafetySettings(Strict):
     max_image_age_s: float = Field(default=0.3, gt=0, le=10.0, description="Stale camera image after [s].")
     continuity_tolerance: float = Field(
         default=0.3, gt=0, description="Largest jump of the first command from the measured state [rad/m]."
-    )
-    max_inference_s: float | None = Field(
-        default=None,
-        gt=0,
-        le=60.0,
-        description=(
-            "An inference still running after this long [s] counts as hung: the robot is held until a "
-            "chunk arrives again (the plan it is executing was made from ever older sensors). Default: "
-            "half a chunk (horizon / control_rate_hz / 2)."
-        ),
     )
 
 

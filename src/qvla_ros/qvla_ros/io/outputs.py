@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
@@ -12,11 +10,13 @@ from rclpy.node import Node
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
+from qvla_core.errors import OutputError
 from qvla_core.policy import ActionChunk
 from qvla_core.robot_io import PoseOutput, RobotConfig
 from qvla_core.runtime.output_mapping import controller_mappings, waypoint_columns, waypoints
 from qvla_msgs.msg import ActionChunk as ActionChunkMsg
 from qvla_ros.io import conversions as conv
+from qvla_ros.io.nav2 import ActionOutput
 
 
 class RobotOutputs:
@@ -26,32 +26,19 @@ class RobotOutputs:
         self._controllers = [
             (m, node.create_publisher(JointTrajectory, m.topic, 10)) for m in controller_mappings(config)
         ]
-        self._pose_outputs: list[tuple[PoseOutput, Any]] = []
-        self._nav_client: Any = None
-        for spec in config.ros.outputs:
-            if not isinstance(spec, PoseOutput):
-                continue
-            if spec.type == "goal_pose":
-                self._pose_outputs.append((spec, node.create_publisher(PoseStamped, spec.topic, 10)))
-            elif spec.type == "path":
-                self._pose_outputs.append((spec, node.create_publisher(Path, spec.topic, 10)))
-            else:
-                self._pose_outputs.append((spec, self._make_nav_client(spec.topic)))
+        self._waypoint_outputs: list[_TopicOutput | ActionOutput] = []
+        try:
+            for spec in config.ros.outputs:
+                if isinstance(spec, PoseOutput):
+                    out = ActionOutput(node, spec) if spec.is_action else _TopicOutput(node, spec)
+                    self._waypoint_outputs.append(out)
+        except OutputError:
+            self.destroy()  # configure fails: leave no half-built clients behind
+            raise
         self._waypoint_cols = waypoint_columns(config.embodiment)
-        self._frame = next((s.frame_id for s, _ in self._pose_outputs), "base_link")
+        self._frame = next((o.spec.frame_id for o in self._waypoint_outputs), "base_link")
         self._chunk_pub = node.create_publisher(ActionChunkMsg, "qvla/action_chunk", 10)
         self._marker_pub = node.create_publisher(MarkerArray, "qvla/predicted_path", 10)
-
-    def _make_nav_client(self, name: str) -> Any:
-        try:
-            from nav2_msgs.action import NavigateThroughPoses
-            from rclpy.action import ActionClient
-        except ImportError as exc:
-            raise RuntimeError(
-                "output navigate_through_poses needs nav2_msgs (install ros-$ROS_DISTRO-nav2-msgs), "
-                "or use output type goal_pose or path"
-            ) from exc
-        return _NavClient(ActionClient(self._node, NavigateThroughPoses, name), NavigateThroughPoses)
 
     def send_trajectory(self, start: float, positions: np.ndarray, dt: float) -> None:
         for mapping, pub in self._controllers:
@@ -65,6 +52,9 @@ class RobotOutputs:
         deadline = Duration(seconds=timeout_s)
         for _, pub in self._controllers:
             pub.wait_for_all_acked(deadline)
+        for out in self._waypoint_outputs:
+            if isinstance(out, _TopicOutput):  # the stop goal of a hold at exit
+                out.publisher.wait_for_all_acked(deadline)
 
     def send_hold(self, positions: np.ndarray) -> None:
         # header.stamp 0 = "start now" for joint_trajectory_controller; reach the hold point in 0.1 s.
@@ -76,18 +66,24 @@ class RobotOutputs:
             pub.publish(traj)
 
     def send_waypoints(self, rows: np.ndarray, stamp: float) -> None:
-        for spec, pub in self._pose_outputs:
-            if spec.type == "goal_pose":
-                pub.publish(conv.waypoint_poses(rows[-1:], stamp, spec.frame_id)[0])
-            elif spec.type == "path":
-                pub.publish(conv.waypoint_path(rows, stamp, spec.frame_id))
-            else:
-                pub.send(conv.waypoint_poses(rows, stamp, spec.frame_id))
+        """Every waypoint output gets the plan; OutputError names each one that could not take it
+        (after the others got theirs: one missing action server does not silence the rest)."""
+        failed = []
+        for out in self._waypoint_outputs:
+            try:
+                out.send(rows, stamp)
+            except OutputError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise OutputError("; ".join(failed))
 
     def cancel_navigation(self) -> None:
-        for spec, pub in self._pose_outputs:
-            if spec.type == "navigate_through_poses":
-                pub.cancel()
+        """A hold: Nav2 goals are cancelled; topics get a stop (see _TopicOutput.hold)."""
+        for out in self._waypoint_outputs:
+            if isinstance(out, ActionOutput):
+                out.cancel()
+            else:
+                out.hold()
 
     def publish_chunk(self, chunk: ActionChunk, first_due: float, instruction: str) -> None:
         frame = self._frame if self._waypoint_cols is not None else ""
@@ -105,37 +101,35 @@ class RobotOutputs:
     def destroy(self) -> None:
         for _, pub in self._controllers:
             self._node.destroy_publisher(pub)
-        for spec, pub in self._pose_outputs:
-            if spec.type == "navigate_through_poses":
-                pub.destroy()
-            else:
-                self._node.destroy_publisher(pub)
-        self._node.destroy_publisher(self._chunk_pub)
-        self._node.destroy_publisher(self._marker_pub)
+        for out in self._waypoint_outputs:
+            out.destroy()
+        for name in ("_chunk_pub", "_marker_pub"):  # absent when __init__ failed before them
+            if hasattr(self, name):
+                self._node.destroy_publisher(getattr(self, name))
 
 
-class _NavClient:
-    """Nav2 NavigateThroughPoses: each new chunk pre-empts the previous goal; cancel on hold."""
+class _TopicOutput:
+    """goal_pose (geometry_msgs/PoseStamped, the last waypoint) or path (nav_msgs/Path) on a topic.
 
-    def __init__(self, client: Any, action_type: Any) -> None:
-        self._client, self._type, self._handle_future = client, action_type, None
+    A topic cannot cancel anything, so a hold sends a stop: for goal_pose a goal at the robot's
+    current pose (base_link's origin, stamp 0 = the latest transform), which bt_navigator takes as
+    a new goal, already reached; for path an empty path, nothing left to follow."""
 
-    def send(self, poses: list[PoseStamped]) -> None:
-        if not self._client.server_is_ready():
-            return
-        goal = self._type.Goal()
-        field = goal.poses
-        if hasattr(field, "poses"):  # Jazzy+: nav_msgs-style PoseStampedArray
-            field.header = poses[0].header
-            field.poses = poses
-        else:  # Humble: PoseStamped[]
-            goal.poses = poses
-        self._handle_future = self._client.send_goal_async(goal)
+    def __init__(self, node: Node, spec: PoseOutput) -> None:
+        self._node, self.spec = node, spec
+        self.publisher = node.create_publisher(
+            PoseStamped if spec.type == "goal_pose" else Path, spec.topic, 10
+        )
 
-    def cancel(self) -> None:
-        future, self._handle_future = self._handle_future, None
-        if future is not None and future.done() and future.result() is not None:
-            future.result().cancel_goal_async()
+    def send(self, rows: np.ndarray, stamp: float) -> None:
+        if self.spec.type == "goal_pose":
+            self.publisher.publish(conv.waypoint_poses(rows[-1:], stamp, self.spec.frame_id)[0])
+        else:
+            self.publisher.publish(conv.waypoint_path(rows, stamp, self.spec.frame_id))
+
+    def hold(self) -> None:
+        here = np.zeros((1 if self.spec.type == "goal_pose" else 0, 3))
+        self.send(here, 0.0)
 
     def destroy(self) -> None:
-        self._client.destroy()
+        self._node.destroy_publisher(self.publisher)
