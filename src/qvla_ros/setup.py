@@ -41,6 +41,7 @@ setup(
         "console_scripts": [
             "policy_node = qvla_ros.nodes.policy_node:main",
             "sim_node = qvla_ros.nodes.sim_node:main",
+            "nav_sim_node = qvla_ros.nodes.nav_sim_node:main",
             "qvla-demo = qvla_ros.tools.demo:main",
             "demo = qvla_ros.tools.demo:main",  # the old name, kept for scripts written against it
             "recorder_node = qvla_ros.nodes.recorder_node:main",

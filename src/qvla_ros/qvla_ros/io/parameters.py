@@ -72,8 +72,9 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
     Param(
         "policy",
         "qwen_vla",
-        "Which policy drives the robot: the Qwen-VLA model or the scripted TransferCube expert (sim demo).",
-        choices=("qwen_vla", "expert_transfer_cube"),
+        "Which policy drives the robot: the Qwen-VLA model or the scripted TransferCube expert (sim demo), "
+        "or the privileged navigation expert expert_vln_nav (with nav_sim_node).",
+        choices=("qwen_vla", "expert_transfer_cube", "expert_vln_nav"),
         read_only=True,
     ),
     Param(

@@ -17,6 +17,10 @@ def make_policy(params: dict[str, Any], config: RobotConfig) -> Policy:
         from qvla_core.sim.expert import TransferCubeExpert
 
         return TransferCubeExpert(config.embodiment)
+    if kind == "expert_vln_nav":
+        from qvla_ros.nodes.nav_ground_truth import make_nav_expert
+
+        return make_nav_expert(config)
     if not params["checkpoint"]:
         raise CheckpointError(
             "parameter checkpoint is empty: pass checkpoint:=<a local Qwen-VLA checkpoint directory> "

@@ -41,7 +41,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "robot_config", "", "Robot YAML: a path, or the name of one in share/qvla_ros/config/robots."
     ),
     LaunchArgument("checkpoint", "", "Local Qwen-VLA checkpoint directory (nothing is downloaded)."),
-    LaunchArgument("policy", "qwen_vla", "qwen_vla, or expert_transfer_cube for the sim demo."),
+    LaunchArgument(
+        "policy", "qwen_vla", "qwen_vla, expert_transfer_cube (ALOHA sim) or expert_vln_nav (navigation sim)."
+    ),
     LaunchArgument("device", "cuda", "Torch device: cuda, cuda:N or cpu."),
     LaunchArgument("dtype", "bfloat16", "Model dtype: bfloat16 or float32."),
     LaunchArgument("instruction", "", "Initial task instruction (empty: wait for /qvla/set_instruction)."),
@@ -162,6 +164,45 @@ def sim_demo_specs(
         values = values | {"robot_config": str(variant)}
         sim = sim_node_spec(values, config_dir)
     return [sim, policy_node_spec(values, config_dir, default_robot="aloha")]
+
+
+NAV_SIM_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument(
+        "seed", "0", "Seed of the first scene (rooms, objects, instruction); each reset takes the next."
+    ),
+    LaunchArgument("camera_rate_hz", "10.0", "Camera rate in sim time [Hz]."),
+    LaunchArgument("real_time_factor", "1.0", "Sim seconds per wall second (0 = as fast as possible)."),
+    LaunchArgument("follow", "path", "What drives the simulated base: path, goal_pose or latest."),
+)
+
+
+def nav_sim_demo_specs(values: dict[str, str], config_dir: Path) -> list[NodeSpec]:
+    """The navigation sim + the policy node on the sim's clock (``vln_nav_sim.launch.py``).
+
+    Without an ``instruction`` the policy node starts with the first scene's ("go to the blue box");
+    the sim publishes every later episode's on /qvla/instruction."""
+    from qvla_core.sim.nav.scene import generate_scene
+
+    args = {a.name: a.default for a in (*LAUNCH_ARGUMENTS, *NAV_SIM_ARGUMENTS)} | values
+    robot = resolve_robot_config(args["robot_config"] or "vln_nav", config_dir)
+    load_robot_config(robot)
+    seed = int(args["seed"])
+    instruction = args["instruction"] or generate_scene(seed).instruction
+    sim = NodeSpec(
+        package="qvla_ros",
+        executable="nav_sim_node",
+        name="qvla_nav_sim",
+        parameters={
+            "robot_config": str(robot),
+            "seed": seed,
+            "camera_rate_hz": float(args["camera_rate_hz"]),
+            "real_time_factor": float(args["real_time_factor"]),
+            "follow": args["follow"],
+        },
+        log_level=args["log_level"],
+    )
+    policy_values = values | {"use_sim_time": "true", "instruction": instruction, "robot_config": str(robot)}
+    return [sim, policy_node_spec(policy_values, config_dir, default_robot="vln_nav")]
 
 
 def write_robot_variant(
