@@ -159,8 +159,8 @@ def _meta(change: Callable[[dict], object]) -> Callable[[Path], None]:
     def damage(path: Path) -> None:
         meta = path / "metadata.yaml"
         data = yaml.safe_load(meta.read_text())
-        result = change(data["rosbag2_bagfile_information"])
-        meta.write_text(result if isinstance(result, str) else yaml.safe_dump(data))
+        change(data["rosbag2_bagfile_information"])  # edits in place (what it returns is ignored)
+        meta.write_text(yaml.safe_dump(data))
 
     return damage
 

@@ -194,7 +194,11 @@ def test_stats_json_with_wrong_widths(ds: Path) -> None:
     stats = json.loads(path.read_text())
     stats["action"]["q01"] = stats["action"]["q01"][:5]
     path.write_text(json.dumps(stats))
-    refused(ds, embodiment(), r"stats.json: action.q01: 5 values, but action has 14 channels")
+    refused(
+        ds,
+        embodiment(),
+        r"stats.json: action.q01: expected a list of 14 numbers \(one per channel\), got 5 values",
+    )
 
 
 def test_cameras_stored_as_images_are_named(ds: Path) -> None:

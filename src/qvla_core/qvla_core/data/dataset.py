@@ -34,6 +34,7 @@ import numpy as np
 from qvla_core.data import format as fmt
 from qvla_core.data.format import DatasetError, Info
 from qvla_core.data.frame_store import CameraVideos, EpisodeFrames, FrameCache
+from qvla_core.data.integrity import STAT_NAMES, check_video_spans, checked_stats, usable
 from qvla_core.data.sample import TrainingSample
 from qvla_core.data.tables import Episode, episode_rows, read_episodes, read_frames, read_tasks
 from qvla_core.data.video import probe
@@ -41,8 +42,6 @@ from qvla_core.embodiment import Camera, Embodiment, FrameHistory
 from qvla_core.policy import Observation
 
 log = logging.getLogger("qvla.data")
-
-STAT_NAMES = ("min", "max", "mean", "std", "q01", "q10", "q50", "q90", "q99")
 
 
 def fingerprint(root: Path) -> str:
@@ -209,11 +208,17 @@ class LeRobotDataset:
         ):
             if says != has:
                 raise DatasetError(f"{self.info.path}: {key}: says {says}, but meta/episodes has {has}")
+        if self.info.total_tasks is not None and self.info.total_tasks != len(self.tasks):
+            raise DatasetError(
+                f"{self.info.path}: total_tasks: says {self.info.total_tasks}, but {fmt.TASKS_PATH} has "
+                f"{len(self.tasks)}"
+            )
         for ep in episodes:
             unknown = [t for t in ep.tasks if t not in self.tasks.values()]
             if unknown:
                 raise DatasetError(
-                    f"{self.root / fmt.TASKS_PATH}: episode {ep.index}'s task(s) {unknown} are not listed"
+                    f"{ep.source}: episode {ep.index}'s task(s) {unknown} are not listed in "
+                    f"{self.root / fmt.TASKS_PATH}"
                 )
 
     def _check_episode(self, ep: Episode) -> slice:
@@ -261,8 +266,15 @@ class LeRobotDataset:
             files: dict[Path, list[Episode]] = {}
             for ep in episodes:
                 files.setdefault(cam.path(ep.videos[key]), []).append(ep)
+            frames: dict[Path, int] = {}
             for path, eps in files.items():
+                if not path.is_file():
+                    raise DatasetError(
+                        f"{path}: missing video file ({eps[0].source} puts episode {eps[0].index}'s "
+                        f"{key} there)"
+                    )
                 header = probe(path)
+                frames[path] = header.frames
                 if (header.height, header.width) != (cam.height, cam.width):
                     raise DatasetError(
                         f"{self.info.where(key)}.shape: says {cam.height}x{cam.width}, but {path} is "
@@ -273,31 +285,21 @@ class LeRobotDataset:
                         f"{self.info.path}: fps: says {self.info.fps:g}, but {path} runs at "
                         f"{header.fps:g} fps"
                     )
-                for ep in eps:
-                    end = cam.first_frame(ep.videos[key]) + ep.length
-                    if end > header.frames:
-                        raise DatasetError(
-                            f"{path}: has {header.frames} frames, but episode {ep.index} needs frames up to "
-                            f"{end - 1} ({ep.length} data rows): the video is shorter than the data"
-                        )
+            check_video_spans(key, files, self.info.fps, frames)
 
     def _read_stats(self) -> dict[str, dict[str, list[float]]]:
         path = self.root / fmt.STATS_PATH
         raw: Any = fmt.read_json(path) if path.is_file() else {}
         out: dict[str, dict[str, list[float]]] = {}
         f = self._frames
-        for key, width, values in (
-            (fmt.STATE_KEY, len(self._embodiment.state), f.state),
-            (fmt.ACTION_KEY, len(self._embodiment.action), f.action),
+        for key, names, values in (
+            (fmt.STATE_KEY, self._embodiment.state_names, f.state),
+            (fmt.ACTION_KEY, self._embodiment.action_names, f.action),
         ):
+            width = len(names)
             entry = raw.get(key) if isinstance(raw, dict) else None
-            if isinstance(entry, dict) and all(isinstance(entry.get(s), list) for s in STAT_NAMES):
-                for s in STAT_NAMES:
-                    if len(entry[s]) != width:
-                        raise DatasetError(
-                            f"{path}: {key}.{s}: {len(entry[s])} values, but {key} has {width} channels"
-                        )
-                out[key] = {s: [float(v) for v in entry[s]] for s in STAT_NAMES}
+            if values is not None and width and usable(entry):
+                out[key] = checked_stats(path, key, entry, values, names)
             elif values is None or width == 0:
                 out[key] = {s: [] for s in STAT_NAMES}
             else:  # no (usable) stats.json: compute them from the frames

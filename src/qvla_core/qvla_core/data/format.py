@@ -182,6 +182,7 @@ class Info:
     data_path: str
     video_path: str | None
     features: dict[str, dict[str, Any]]
+    total_tasks: int | None = None
 
     @property
     def video_keys(self) -> tuple[str, ...]:
@@ -261,6 +262,14 @@ def read_info(root: Path) -> Info:
     has_video = any(f["dtype"] == "video" for f in checked.values())
     if has_video and not isinstance(video_path, str):
         raise DatasetError(f"{path}: video_path: missing, but features have videos (got {video_path!r})")
+    chunks_size = raw.get("chunks_size", CHUNKS_SIZE)
+    if not isinstance(chunks_size, int) or isinstance(chunks_size, bool) or chunks_size <= 0:
+        raise DatasetError(f"{path}: chunks_size: must be a positive integer (got {chunks_size!r})")
+    data_path = str(_need(path, raw, "data_path", str))
+    _check_template(path, "data_path", data_path, chunk_index=0, file_index=0)
+    if isinstance(video_path, str):
+        _check_template(path, "video_path", video_path, video_key="k", chunk_index=0, file_index=0)
+    total_tasks = raw.get("total_tasks")
     robot_type = raw.get("robot_type")
     return Info(
         path=path,
@@ -269,11 +278,25 @@ def read_info(root: Path) -> Info:
         robot_type=robot_type if isinstance(robot_type, str) else None,
         total_episodes=totals["total_episodes"],
         total_frames=totals["total_frames"],
-        chunks_size=int(raw.get("chunks_size", CHUNKS_SIZE)),
-        data_path=str(_need(path, raw, "data_path", str)),
+        chunks_size=chunks_size,
+        data_path=data_path,
         video_path=video_path if isinstance(video_path, str) else None,
         features=checked,
+        total_tasks=total_tasks
+        if isinstance(total_tasks, int) and not isinstance(total_tasks, bool)
+        else None,
     )
+
+
+def _check_template(path: Path, key: str, template: str, **fields: Any) -> None:
+    """A path template fills with the fields LeRobot gives it (no other placeholder, a valid format)."""
+    try:
+        template.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DatasetError(
+            f"{path}: {key}: {template!r} is not a path template with {sorted(fields)} "
+            f"({type(exc).__name__}: {exc}); LeRobot's is {DATA_PATH if key == 'data_path' else VIDEO_PATH!r}"
+        ) from None
 
 
 def check_complete(root: Path) -> None:

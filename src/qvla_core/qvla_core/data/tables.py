@@ -97,6 +97,17 @@ class Episode:
     videos: dict[str, VideoSpan]
     success: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # the meta/episodes file that holds this row
+
+
+def _cell(where: str, row: dict[str, Any], column: str, kind: type[int] | type[float]) -> Any:
+    """One value of an episode row as ``kind``: a null, a string or a non-finite number is an error."""
+    value = row[column]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise DatasetError(f"{where}: column {column}: expected a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise DatasetError(f"{where}: column {column}: expected an integer, got {value!r}")
+    return kind(value)
 
 
 def _episode(path: Path, row: dict[str, Any], video_keys: Sequence[str]) -> Episode:
@@ -105,27 +116,31 @@ def _episode(path: Path, row: dict[str, Any], video_keys: Sequence[str]) -> Epis
     for key in video_keys:
         p = f"videos/{key}"
         videos[key] = VideoSpan(
-            int(row[f"{p}/chunk_index"]),
-            int(row[f"{p}/file_index"]),
-            float(row[f"{p}/from_timestamp"]),
-            float(row[f"{p}/to_timestamp"]),
+            _cell(where, row, f"{p}/chunk_index", int),
+            _cell(where, row, f"{p}/file_index", int),
+            _cell(where, row, f"{p}/from_timestamp", float),
+            _cell(where, row, f"{p}/to_timestamp", float),
         )
     meta_text = row.get("qvla/metadata")
     try:
         metadata = json.loads(meta_text) if isinstance(meta_text, str) else {}
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{where}: qvla/metadata is not JSON ({exc})") from exc
-    tasks = row.get("tasks") or []
+    tasks = row.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise DatasetError(f"{where}: column tasks: expected a non-empty list of task texts, got {tasks!r}")
+    success = row.get("qvla/success")
     episode = Episode(
-        index=int(row["episode_index"]),
-        tasks=tuple(str(t) for t in tasks),
-        length=int(row["length"]),
-        data_file=(int(row["data/chunk_index"]), int(row["data/file_index"])),
-        from_index=int(row["dataset_from_index"]),
-        to_index=int(row["dataset_to_index"]),
+        index=_cell(where, row, "episode_index", int),
+        tasks=tuple(tasks),
+        length=_cell(where, row, "length", int),
+        data_file=(_cell(where, row, "data/chunk_index", int), _cell(where, row, "data/file_index", int)),
+        from_index=_cell(where, row, "dataset_from_index", int),
+        to_index=_cell(where, row, "dataset_to_index", int),
         videos=videos,
-        success=row.get("qvla/success"),
+        success=success if isinstance(success, bool) else None,
         metadata=metadata if isinstance(metadata, dict) else {},
+        source=path,
     )
     if episode.length <= 0:
         raise DatasetError(f"{where}: length {episode.length} (an empty episode)")
@@ -178,21 +193,48 @@ def _vectors(column: Any, path: Path, info: Info, key: str) -> npt.NDArray[np.fl
     (width,) = info.shape(key)
     chunked = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     kind = chunked.type
+    if not (pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        raise DatasetError(f"{path}: column {key}: expected a list of numbers per row (got {kind})")
+    value_type = kind.value_type
+    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        raise DatasetError(f"{path}: column {key}: expected numbers in each row's list (got {kind})")
+    if chunked.null_count or chunked.flatten().null_count:
+        row = (
+            int(np.flatnonzero(chunked.is_null().to_numpy(zero_copy_only=False))[0])
+            if chunked.null_count
+            else None
+        )
+        where = f"row {row} is null" if row is not None else "a row holds a null value"
+        raise DatasetError(f"{path}: column {key}: {where} (every frame needs all {width} values)")
     if pa.types.is_fixed_size_list(kind):
         got = kind.list_size
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+    else:
         lengths = np.unique(chunked.value_lengths().to_numpy(zero_copy_only=False))
         if len(lengths) > 1:
             raise DatasetError(f"{path}: column {key}: rows have different lengths {lengths.tolist()}")
         got = int(lengths[0]) if len(lengths) else width
-    else:
-        raise DatasetError(f"{path}: column {key}: expected a list of numbers per row (got {kind})")
     if got != width:
         raise DatasetError(
             f"{info.where(key)}.shape: says [{width}] but {path} has {got} values per row in column {key}"
         )
     values: npt.NDArray[np.float32] = chunked.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     return values.reshape(len(chunked), width)
+
+
+def _scalars(column: Any, path: Path, key: str) -> npt.NDArray[Any]:
+    """A bookkeeping column: integers (timestamps: finite numbers), no nulls."""
+    kind = column.type
+    numeric = pa.types.is_integer(kind) or (key == "timestamp" and pa.types.is_floating(kind))
+    if not numeric:
+        want = "numbers" if key == "timestamp" else "integers"
+        raise DatasetError(f"{path}: column {key}: expected {want} (got {kind})")
+    if column.null_count:
+        raise DatasetError(f"{path}: column {key}: {column.null_count} null value(s)")
+    values: npt.NDArray[Any] = column.to_numpy()
+    if key == "timestamp" and not np.all(np.isfinite(values)):
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DatasetError(f"{path}: column timestamp: row {row} is {values[row]}")
+    return values
 
 
 def read_frames(root: Path, info: Info, episodes: Sequence[Episode], with_state: bool) -> Frames:
@@ -216,7 +258,7 @@ def read_frames(root: Path, info: Info, episodes: Sequence[Episode], with_state:
             if key in (fmt.STATE_KEY, fmt.ACTION_KEY):
                 parts[key].append(_vectors(col, path, info, key))
             else:
-                parts[key].append(col.to_numpy())
+                parts[key].append(_scalars(col, path, key))
     joined = {k: np.concatenate(v) for k, v in parts.items()}
     order = np.argsort(joined["index"], kind="stable")
     joined = {k: v[order] for k, v in joined.items()}

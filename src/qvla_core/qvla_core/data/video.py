@@ -195,8 +195,39 @@ def _open(path: Path) -> Any:
     return container
 
 
+def check_boxes(path: Path) -> None:
+    """An MP4 whose top-level boxes run past the end of the file was cut short. The header alone
+    does not show it when the index (``moov``) comes first (ffmpeg's ``+faststart``): it promises
+    frames whose data is gone. Reads only the box headers (a few bytes per box)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8 or head[4:8] != b"ftyp":
+            return  # not ISO BMFF (or too short to be): PyAV judges it
+        pos = 0
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+            if length == 1 and len(head) == 16:
+                length = int.from_bytes(head[8:16], "big")
+            elif length == 0:  # the box runs to the end of the file
+                return
+            if length < 8:
+                raise DatasetError(f"{path}: corrupt MP4: box {kind!r} at byte {pos} has length {length}")
+            if pos + length > size:
+                raise DatasetError(
+                    f"{path}: truncated: the MP4 box {kind!r} at byte {pos} needs {length} bytes, the file "
+                    f"ends after {size - pos}; re-encode or re-convert the dataset"
+                )
+            pos += length
+
+
 def probe(path: Path) -> VideoProbe:
-    """Size, codec, frame rate and frame count from the header (no decoding)."""
+    """Size, codec, frame rate and frame count from the header (no decoding); a file cut short
+    (see :func:`check_boxes`) is an error."""
+    if path.is_file():
+        check_boxes(path)
     with _open(path) as container:
         s = container.streams.video[0]
         fps = float(s.average_rate or s.base_rate or 0)
