@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             results += fuzz_datasets(work / "datasets", pick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # Messages name the damaged copies under the scratch directory; the report shows them relative.
+    results = [(k, m, n, o, msg.replace(f"{work}/", "")) for k, m, n, o, msg in results]
     if args.verbose:
         for r in results:
             print(" | ".join(r[:4]), "|", r[4][:200])

@@ -171,7 +171,11 @@ class EpisodeBag:
         self._items: deque[tuple[int, int, int, int, bytes] | None] = deque()
         self._cond = threading.Condition()
         self._file = self.path.open("wb")
-        self._writer = Writer(self._file, chunk_size=chunk_size, compression=COMPRESSION[compression])
+        # The data-section CRC is the only one MCAP has over metadata records (our qvla_episode record:
+        # task, bounds); qvla-convert checks it. ~9% of the writer's throughput (413 -> 379 MB/s here).
+        self._writer = Writer(
+            self._file, chunk_size=chunk_size, compression=COMPRESSION[compression], enable_data_crcs=True
+        )
         self._writer.start(profile=PROFILE, library=LIBRARY)
         schemas: dict[str, int] = {}
         self._channels: list[int] = []
