@@ -29,7 +29,7 @@ import sys
 
 from qvla_core.embodiment import load_embodiment
 from qvla_core.errors import CheckpointError, QvlaError
-from qvla_core.model.backbone import BACKBONE_TYPES
+from qvla_core.model.backbone_types import BACKBONE_TYPES
 from qvla_core.model.builder import PRESETS, build_checkpoint
 
 

@@ -48,10 +48,13 @@ from qvla_core.embodiment import Embodiment, Normalization
 from qvla_core.errors import CheckpointError, NormalizationError
 from qvla_core.model import checkpoint as ckpt
 from qvla_core.model.action_decoder import DECODER_PRESETS, ActionDecoder, DecoderConfig
-from qvla_core.model.backbone import BACKBONE_TYPES, full_config, quiet_hf, text_hidden_size, tiny_config
+from qvla_core.model.backbone import quiet_hf, text_hidden_size
+from qvla_core.model.backbone_configs import build_random_backbone, full_config, tiny_config
+from qvla_core.model.backbone_types import BACKBONE_TYPES, model_class
 from qvla_core.model.device import DTYPES
+from qvla_core.model.loader import open_backbone
 from qvla_core.model.normalization import stats_from_limits
-from qvla_core.model.pretrained import BackboneFiles, inspect_backbone
+from qvla_core.model.pretrained import BackboneFiles
 from qvla_core.model.processor import CLIP_MEAN, CLIP_STD, HALF, ImageSpec, QwenVLAProcessor
 from qvla_core.model.prompt import frame_label, system_text
 from qvla_core.model.tokenizer import SPECIAL_TOKENS, corpus_from_texts, train_tokenizer
@@ -126,8 +129,6 @@ def decoder_config(
 
 def count_parameters(config: Any) -> int:
     """Parameters of the ``...ForConditionalGeneration`` a config describes (built on the meta device)."""
-    from qvla_core.model.backbone import model_class
-
     with torch.device("meta"):
         model = model_class(config.model_type)._from_config(config)
     return sum(p.numel() for p in model.parameters())
@@ -246,8 +247,6 @@ def _build_random(
     with ckpt.write_atomically(root) as tmp:
         backbone_dir = tmp / ckpt.BACKBONE_DIR
         if weights:
-            from qvla_core.model.policy import build_random_backbone
-
             model = build_random_backbone(config, dtype=dtype, seed=seed, device=device)
             if preset == "small_conv":
                 install_stem(model, stem_for(config))
@@ -304,15 +303,16 @@ def _build_on_pretrained(
 ) -> dict[str, Any]:
     if mode not in BACKBONE_MODES:
         raise CheckpointError(f"unknown backbone mode {mode!r}; choose from {BACKBONE_MODES}")
-    files = inspect_backbone(source, need_weights=weights)
-    if backbone_type is not None and backbone_type != files.model_type:
-        raise CheckpointError(
-            f"{source / 'config.json'}: model_type {files.model_type!r} but --backbone {backbone_type!r} "
-            "(leave --backbone out with --backbone-from)"
-        )
-    processor = QwenVLAProcessor.from_backbone(files, image_size)
-    for e in embodiments:  # the model's own template must render our prompt (one pad per image)
-        processor.prompt_ids(e, "check the chat template")
+
+    def fits(files: BackboneFiles) -> None:
+        if backbone_type is not None and backbone_type != files.model_type:
+            raise CheckpointError(
+                f"{source / 'config.json'}: model_type {files.model_type!r} but --backbone {backbone_type!r} "
+                "(leave --backbone out with --backbone-from)"
+            )
+
+    # The loader's backbone step: the model's own tokenizer and template must render our prompt.
+    files, processor = open_backbone(source, image_size, embodiments, need_weights=weights, fits=fits)
     warnings = _pixel_warnings(files, image_size)
     decoder_cfg = decoder_config(
         preset, files.hidden_size, embodiments, action_width=action_width, max_horizon=max_horizon

@@ -23,8 +23,9 @@ Layout::
 Checkpoints are written with :func:`write_atomically`: into a sibling temporary directory that is
 renamed into place only when complete, so a crash or a full disk never leaves half a checkpoint.
 
-Every problem found on load is a :class:`~qvla_core.errors.CheckpointError`
-naming the file and what is wrong.
+:func:`read_checkpoint` reads a checkpoint's own files in one pass; model/loader.py checks them against
+the backbone and the robot and loads the weights. Every problem found on load is a
+:class:`~qvla_core.errors.CheckpointError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from qvla_core.embodiment import Embodiment, Normalization
+from qvla_core.embodiment import Normalization
 from qvla_core.errors import CheckpointError, ConfigError
 from qvla_core.model.action_decoder import ActionDecoder, DecoderConfig
-from qvla_core.model.backbone import BACKBONE_TYPES
+from qvla_core.model.backbone_types import BACKBONE_TYPES
 from qvla_core.model.device import DTYPES
 
 FORMAT_VERSION = 1
@@ -268,65 +269,26 @@ def write_norm_stats(root: Path, stats: dict[str, Normalization]) -> None:
     write_json(root / NORM_STATS, {k: v.model_dump(exclude_none=True) for k, v in sorted(stats.items())})
 
 
-def check_embodiment(
-    cfg: PolicyConfig, embodiment: Embodiment, stats: dict[str, Normalization], root: Path
-) -> None:
-    """The embodiment must fit the decoder, and the checkpoint's stats must fit the embodiment."""
-    d = cfg.decoder
-    e = embodiment
-    if e.horizon > d.max_horizon:
-        raise CheckpointError(
-            f"{root / POLICY_CONFIG}: embodiment '{e.name}' horizon {e.horizon} exceeds the decoder's "
-            f"max_horizon {d.max_horizon}"
-        )
-    if len(e.action) > d.action_width:
-        raise CheckpointError(
-            f"{root / POLICY_CONFIG}: embodiment '{e.name}' has {len(e.action)} action channels but the "
-            f"decoder's action_width is {d.action_width}"
-        )
-    if len(e.state) > d.state_width:
-        raise CheckpointError(
-            f"{root / POLICY_CONFIG}: embodiment '{e.name}' has {len(e.state)} state channels but the "
-            f"decoder's state_width is {d.state_width}"
-        )
-    if e.name in stats:
-        for label, width in (("state", len(e.state)), ("action", len(e.action))):
-            got = getattr(stats[e.name], label).width()
-            if got != width:
-                raise CheckpointError(
-                    f"{root / NORM_STATS}: {e.name}.{label} has {got} values but the embodiment has "
-                    f"{width} {label} channels"
-                )
+@dataclass(frozen=True)
+class CheckpointDir:
+    """A checkpoint directory as read by :func:`read_checkpoint`: its config, stats and where its
+    backbone (and LoRA adapter) are. Nothing here is checked against the backbone (model/loader.py)."""
+
+    root: Path
+    config: PolicyConfig
+    norm_stats: dict[str, Normalization]
+    backbone_dir: Path
+    adapter_dir: Path | None
 
 
-def load_decoder(root: Path, cfg: PolicyConfig) -> ActionDecoder:
-    """Build the decoder from its config and load ``decoder.safetensors`` strictly."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = root / DECODER_FILE
-    try:
-        weights = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"{path}: cannot read safetensors: {exc}") from exc
-    decoder = ActionDecoder(cfg.decoder)
-    expected = decoder.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match the decoder config: missing keys {missing[:5]}"
-            f"{' ...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-            f"{' ...' if len(unexpected) > 5 else ''}"
-        )
-    for key, tensor in expected.items():
-        if tuple(weights[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: shape mismatch for '{key}': file has {tuple(weights[key].shape)}, "
-                f"the decoder config needs {tuple(tensor.shape)}"
-            )
-    decoder.load_state_dict(weights, strict=True)
-    return decoder
+def read_checkpoint(path: str | Path) -> CheckpointDir:
+    """Every file of the checkpoint's own format, read and checked in one pass: the required files are
+    there, ``policy_config.json`` and ``norm_stats.json`` are valid, the backbone and adapter
+    directories they name exist."""
+    root = check_dir(path)
+    cfg = read_policy_config(root)
+    stats = read_norm_stats(root)
+    return CheckpointDir(root, cfg, stats, backbone_dir(root, cfg), adapter_dir(root, cfg))
 
 
 def save_decoder(root: Path, decoder: ActionDecoder) -> None:

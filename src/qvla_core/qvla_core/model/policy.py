@@ -16,11 +16,15 @@ the stages are closed by ``torch.cuda.synchronize`` (only at stage boundaries).
 Padded layout: the embodiment's n action channels are columns 0..n-1 of the
 decoder's ``action_width`` columns (state likewise in ``state_width``); the other
 columns are masked and dropped.
+
+Why this file is over 400 lines: it is one class, and the training loss (``training_loss``,
+``condition``, ``action_loss``, ``sample_actions``) stays in it on purpose, so that training and
+inference share one preprocessing path. What stands apart lives apart: loading in model/loader.py,
+saving in model/saving.py, the observation checks in model/observation_check.py.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,15 +36,16 @@ import torch
 from torch import Tensor
 
 from qvla_core.embodiment import Embodiment, Normalization
-from qvla_core.errors import CheckpointError, ObservationError
 from qvla_core.model import checkpoint as ckpt
 from qvla_core.model import saving
 from qvla_core.model.action_decoder import ActionDecoder
-from qvla_core.model.backbone import Backbone, model_class, text_hidden_size
+from qvla_core.model.backbone import Backbone
+from qvla_core.model.backbone_configs import build_random_backbone  # noqa: F401 (its old home)
 from qvla_core.model.denoise_graph import DenoiseGraphs
 from qvla_core.model.device import INFER_ADVICE, Placement, oom_as_error, resolve_placement, synchronize
-from qvla_core.model.loader import load_checkpoint
+from qvla_core.model.loader import CheckpointParts, check_embodiment, load_checkpoint
 from qvla_core.model.normalization import EmbodimentNormalizer, resolve_normalization
+from qvla_core.model.observation_check import check_observation
 from qvla_core.model.processor import QwenVLAProcessor
 from qvla_core.policy import ActionChunk, FloatArray, Observation
 
@@ -64,6 +69,7 @@ class QwenVLAPolicy:
         device: str | torch.device = "cpu",
         num_steps: int | None = None,
         seed: int | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.backbone = backbone
         self.decoder = decoder
@@ -80,7 +86,9 @@ class QwenVLAPolicy:
         # Where the backbone came from and its weights' version then (saving by reference needs both).
         self.backbone_source: Path | None = None
         self.backbone_loaded_version: int | None = None
-        self.placement: Placement = resolve_placement(str(self.device), self._dtype_name(decoder))
+        self.placement: Placement = placement or resolve_placement(
+            str(self.device), self._dtype_name(decoder)
+        )
         self.denoise_mode = "eager"
         self._graphs: DenoiseGraphs | None = None
         self._warm = False
@@ -110,6 +118,19 @@ class QwenVLAPolicy:
         parts = load_checkpoint(
             path, embodiment, device=device, dtype=dtype, attn_implementation=attn_implementation
         )
+        return cls.from_parts(parts, embodiment, num_steps=num_steps, seed=seed)
+
+    @classmethod
+    def from_parts(
+        cls,
+        parts: CheckpointParts,
+        embodiment: Embodiment,
+        *,
+        num_steps: int | None = None,
+        seed: int | None = None,
+    ) -> QwenVLAPolicy:
+        """The policy of a loaded checkpoint (:func:`qvla_core.model.loader.load_checkpoint`), for the
+        embodiment the parts were checked against."""
         policy = cls(
             parts.backbone,
             parts.decoder,
@@ -121,10 +142,11 @@ class QwenVLAPolicy:
             device=parts.placement.device,
             num_steps=num_steps,
             seed=seed,
+            placement=parts.placement,
         )
         policy.checkpoint_path = parts.root
-        if parts.adapter is None:  # a merged adapter changed the weights: not the files' any more
-            policy.backbone_source = parts.backbone_files.root.resolve()
+        policy.backbone_source = parts.backbone_source
+        if policy.backbone_source is not None:
             policy.backbone_loaded_version = saving.weights_version(parts.backbone)
         return policy
 
@@ -135,7 +157,7 @@ class QwenVLAPolicy:
         :meth:`from_checkpoint` applies (fit to the decoder, norm stats).
         """
         root = self.checkpoint_path or Path("<checkpoint>")
-        ckpt.check_embodiment(self.config, embodiment, self.norm_stats, root)
+        check_embodiment(self.config, embodiment, self.norm_stats, root)
         normalizer = resolve_normalization(embodiment, self.norm_stats, root / ckpt.NORM_STATS)
         other = QwenVLAPolicy(
             self.backbone,
@@ -390,52 +412,7 @@ class QwenVLAPolicy:
 
     def validate(self, obs: Observation) -> None:
         """Raise ObservationError if the observation does not fit the embodiment."""
-        e = self._embodiment
-        if not isinstance(obs.instruction, str) or not obs.instruction.strip():
-            raise ObservationError("instruction must be a non-empty string")
-        want = set(e.camera_names)
-        got = set(obs.images)
-        if got != want:
-            missing, extra = sorted(want - got), sorted(got - want)
-            raise ObservationError(
-                f"camera images do not match embodiment '{e.name}': missing {missing}, unexpected {extra}"
-            )
-        for cam in e.cameras:
-            img = obs.images[cam.name]
-            if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-                kind = getattr(img, "dtype", type(img).__name__)
-                raise ObservationError(f"camera {cam.name}: images must be uint8 numpy arrays, got {kind}")
-            shape = (cam.history.frames, cam.height, cam.width, 3)
-            if img.shape != shape:
-                raise ObservationError(
-                    f"camera {cam.name}: expected images shaped {shape} (frames, height, width, RGB), "
-                    f"got {img.shape}"
-                )
-        state = np.asarray(obs.state)
-        if state.shape != (len(e.state),):
-            raise ObservationError(f"state must have shape ({len(e.state)},), got {state.shape}")
-        if not np.all(np.isfinite(state)):
-            bad = [e.state_names[i] for i in np.flatnonzero(~np.isfinite(state))]
-            raise ObservationError(f"state has non-finite values in {bad}")
-        if obs.action_prefix is not None:
-            p = np.asarray(obs.action_prefix)
-            if p.ndim != 2 or p.shape[1] != self._n_act or not 0 < p.shape[0] <= e.horizon:
-                raise ObservationError(
-                    f"action_prefix must have shape (k, {self._n_act}) with 1 <= k <= {e.horizon}, "
-                    f"got {p.shape}"
-                )
-            if not np.all(np.isfinite(p)):
-                raise ObservationError("action_prefix has non-finite values")
-            if obs.prefix_weight is not None:
-                w = np.asarray(obs.prefix_weight)
-                if w.shape != (p.shape[0],) or not np.all(np.isfinite(w)) or np.any((w < 0) | (w > 1)):
-                    raise ObservationError(
-                        f"prefix_weight must be {p.shape[0]} finite values in [0, 1], got shape {w.shape}"
-                    )
-        elif obs.prefix_weight is not None:
-            raise ObservationError("prefix_weight given without action_prefix")
-        if not math.isfinite(float(obs.stamp)):
-            raise ObservationError(f"stamp must be finite, got {obs.stamp}")
+        check_observation(self._embodiment, obs)
 
     def _image_tensors(self, obs: Observation) -> list[Tensor]:
         return [
@@ -466,15 +443,3 @@ class QwenVLAPolicy:
         if obs.prefix_weight is not None:
             weight = torch.from_numpy(np.asarray(obs.prefix_weight, dtype=np.float32)).to(self.device)[None]
         return prefix, weight
-
-
-def build_random_backbone(config: Any, dtype: torch.dtype, seed: int, device: str = "cpu") -> Any:
-    """A randomly initialised ``...ForConditionalGeneration`` for ``config`` (builder helper)."""
-    torch.manual_seed(seed)
-    klass = model_class(config.model_type)
-    with torch.device(device):
-        model = klass._from_config(config, dtype=dtype)
-    model.eval()
-    if text_hidden_size(model.config) <= 0:
-        raise CheckpointError("backbone hidden size must be positive")
-    return model

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from qvla_core.errors import CheckpointError
-from qvla_core.model.backbone import BACKBONE_TYPES, config_class
+from qvla_core.model.backbone_types import BACKBONE_TYPES, config_class
 
 CONFIG = "config.json"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -83,31 +83,20 @@ class BackboneFiles:
     chat_template_source: str  # "FILE" or "FILE: key"
     pixel_limits: PixelLimits
     absent_unused: tuple[str, ...]
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.config.text_config.hidden_size)
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.config.text_config.vocab_size)
-
-    @property
-    def image_token_id(self) -> int:
-        return int(self.config.image_token_id)
-
-    @property
-    def dtype(self) -> str:
-        """The weights' dtype as config.json states it ("bfloat16" for the releases)."""
-        raw = _json(self.root / CONFIG)
-        value = raw.get("dtype") or raw.get("torch_dtype") or "float32"
-        return str(value)
+    # Read from config.json once, by inspect_backbone:
+    hidden_size: int  # the text model's: the decoder's cond_dim
+    vocab_size: int
+    image_token_id: int
+    dtype: str  # the weights' dtype as config.json states it ("bfloat16" for the releases)
 
 
 def read_model_type(root: Path) -> str:
     """``model_type`` of ``root/config.json``, checked to be one qvla supports."""
     path = root / CONFIG
-    raw = _json(path)
+    return _model_type(_json(path), path)
+
+
+def _model_type(raw: Any, path: Path) -> str:
     if not isinstance(raw, dict) or "model_type" not in raw:
         raise CheckpointError(f"{path}: missing key 'model_type'")
     model_type = raw["model_type"]
@@ -218,9 +207,11 @@ def inspect_backbone(path: str | Path, *, need_weights: bool = True) -> Backbone
     root = Path(path)
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a directory (expected a Hugging Face model directory)")
-    model_type = read_model_type(root)
+    raw = _json(root / CONFIG)
+    model_type = _model_type(raw, root / CONFIG)
+    dtype = str(raw.get("dtype") or raw.get("torch_dtype") or "float32")
     try:
-        config = config_class(model_type).from_dict(_json(root / CONFIG))
+        config = config_class(model_type).from_dict(raw)
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{root / CONFIG}: not a valid {model_type} config: {exc}") from exc
     weights = _weight_files(root) if need_weights else ()
@@ -239,19 +230,8 @@ def inspect_backbone(path: str | Path, *, need_weights: bool = True) -> Backbone
         chat_template_source=template_source,
         pixel_limits=_pixel_limits(settings),
         absent_unused=tuple(n for n in UNUSED_FILES if not (root / n).is_file()),
+        hidden_size=int(config.text_config.hidden_size),
+        vocab_size=int(config.text_config.vocab_size),
+        image_token_id=int(config.image_token_id),
+        dtype=dtype,
     )
-
-
-def check_tokenizer(files: BackboneFiles, tokenizer: Any, image_token: str) -> None:
-    """The tokenizer's ids must be the model's: the image pad id, and every id inside the embedding."""
-    image_id = tokenizer.convert_tokens_to_ids(image_token)
-    if image_id != files.image_token_id:
-        raise CheckpointError(
-            f"{files.root / TOKENIZER_CONFIG}: the tokenizer's {image_token} id {image_id} != "
-            f"{files.root / CONFIG} image_token_id {files.image_token_id}"
-        )
-    if len(tokenizer) > files.vocab_size:
-        raise CheckpointError(
-            f"{files.root / CONFIG}: vocab_size {files.vocab_size} is smaller than the tokenizer's "
-            f"{len(tokenizer)} tokens ({files.root / TOKENIZER_CONFIG})"
-        )

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +36,9 @@ from torch import Tensor
 
 from qvla_core.embodiment import Embodiment
 from qvla_core.errors import CheckpointError
+from qvla_core.model.pretrained import CONFIG, TOKENIZER_CONFIG, BackboneFiles, inspect_backbone
 from qvla_core.model.prompt import num_images, render_prompt
 from qvla_core.model.tokenizer import IMAGE_TOKEN
-
-if TYPE_CHECKING:
-    from qvla_core.model.pretrained import BackboneFiles
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -161,6 +160,21 @@ def images_to_patches(images: Tensor, spec: ImageSpec) -> Tensor:
     return x.reshape(n * gh * gw, 3 * tp * p * p)
 
 
+def _check_tokenizer(files: BackboneFiles, tokenizer: Any) -> None:
+    """The tokenizer's ids must be the model's: the image pad id, and every id inside the embedding."""
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if image_id != files.image_token_id:
+        raise CheckpointError(
+            f"{files.root / TOKENIZER_CONFIG}: the tokenizer's {IMAGE_TOKEN} id {image_id} != "
+            f"{files.root / CONFIG} image_token_id {files.image_token_id}"
+        )
+    if len(tokenizer) > files.vocab_size:
+        raise CheckpointError(
+            f"{files.root / CONFIG}: vocab_size {files.vocab_size} is smaller than the tokenizer's "
+            f"{len(tokenizer)} tokens ({files.root / TOKENIZER_CONFIG})"
+        )
+
+
 class QwenVLAProcessor:
     """Turns (embodiment, instruction, images) into the backbone's input tensors."""
 
@@ -176,16 +190,19 @@ class QwenVLAProcessor:
     @classmethod
     def from_pretrained(cls, path: str | Path, image_size: tuple[int, int]) -> QwenVLAProcessor:
         """The processor of a backbone directory (its weights need not be there)."""
-        from qvla_core.model.pretrained import inspect_backbone
-
         return cls.from_backbone(inspect_backbone(path, need_weights=False), image_size)
 
     @classmethod
-    def from_backbone(cls, files: BackboneFiles, image_size: tuple[int, int]) -> QwenVLAProcessor:
-        """The model's own tokenizer, chat template and image normalisation, at a fixed image size."""
-        from transformers import AutoTokenizer
+    def from_backbone(
+        cls, files: BackboneFiles, image_size: tuple[int, int], embodiments: Sequence[Embodiment] = ()
+    ) -> QwenVLAProcessor:
+        """The model's own tokenizer, chat template and image normalisation, at a fixed image size.
 
-        from qvla_core.model.pretrained import check_tokenizer
+        Checked against the model (model/loader.py's backbone step): the tokenizer's image pad id is
+        the model's ``image_token_id`` and every token id lies inside the embedding; the chat
+        template renders one image placeholder per camera frame of each of ``embodiments``.
+        """
+        from transformers import AutoTokenizer
 
         spec = ImageSpec.from_hf(files.image_settings, image_size, files.image_source)
         try:
@@ -194,10 +211,18 @@ class QwenVLAProcessor:
             raise CheckpointError(f"{files.root}: cannot load the tokenizer: {exc}") from exc
         if IMAGE_TOKEN not in tokenizer.get_vocab():
             raise CheckpointError(f"{files.root}: the tokenizer has no {IMAGE_TOKEN} token")
-        check_tokenizer(files, tokenizer, IMAGE_TOKEN)
+        _check_tokenizer(files, tokenizer)
         # The processor-level template (chat_template.jinja / .json) is the one that knows images.
         tokenizer.chat_template = files.chat_template
-        return cls(tokenizer, spec)
+        processor = cls(tokenizer, spec)
+        for embodiment in embodiments:
+            try:
+                processor.prompt_ids(embodiment, "check the chat template")
+            except (CheckpointError, ValueError, TypeError, KeyError) as exc:
+                raise CheckpointError(
+                    f"{files.chat_template_source}: the chat template cannot render the prompt: {exc}"
+                ) from exc
+        return processor
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)

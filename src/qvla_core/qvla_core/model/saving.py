@@ -24,19 +24,33 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch import nn
 
+from qvla_core.embodiment import Normalization
 from qvla_core.errors import CheckpointError
 from qvla_core.model import checkpoint as ckpt
-from qvla_core.model.backbone import quiet_hf
-
-if TYPE_CHECKING:
-    from qvla_core.model.policy import QwenVLAPolicy
+from qvla_core.model.action_decoder import ActionDecoder
+from qvla_core.model.backbone import Backbone, quiet_hf
+from qvla_core.model.processor import QwenVLAProcessor
 
 BACKBONE_MODES = ("full", "reference", "link", "adapter")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class SavablePolicy(Protocol):
+    """What saving reads of a policy (:class:`~qvla_core.model.policy.QwenVLAPolicy` is one); named
+    here so that this module does not import the policy that imports it."""
+
+    backbone: Backbone
+    decoder: ActionDecoder
+    processor: QwenVLAProcessor
+    config: ckpt.PolicyConfig
+    norm_stats: dict[str, Normalization]
+    # Where the backbone was loaded from, and its weights' version then (saving by reference needs both).
+    backbone_source: Path | None
+    backbone_loaded_version: int | None
 
 
 def weights_version(module: nn.Module) -> int:
@@ -73,7 +87,7 @@ def link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
-def save_policy(policy: QwenVLAPolicy, path: Path, mode: str) -> Path:
+def save_policy(policy: SavablePolicy, path: Path, mode: str) -> Path:
     """:meth:`QwenVLAPolicy.save` (see the module docstring)."""
     if mode not in BACKBONE_MODES:
         raise ValueError(f"backbone must be one of {BACKBONE_MODES}, got {mode!r}")
@@ -107,7 +121,7 @@ def save_policy(policy: QwenVLAPolicy, path: Path, mode: str) -> Path:
     return path
 
 
-def _unchanged_source(policy: QwenVLAPolicy, mode: str) -> Path:
+def _unchanged_source(policy: SavablePolicy, mode: str) -> Path:
     source = policy.backbone_source
     if source is None or policy.backbone_loaded_version is None:
         raise CheckpointError(
@@ -129,7 +143,7 @@ def _inside(source: Path, path: Path) -> bool:
     return source == target or target in source.parents
 
 
-def _write_full(policy: QwenVLAPolicy, directory: Path, adapter: str | None) -> None:
+def _write_full(policy: SavablePolicy, directory: Path, adapter: str | None) -> None:
     model = policy.backbone.model
     with quiet_hf():
         if adapter is None:

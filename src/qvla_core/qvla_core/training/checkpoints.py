@@ -25,8 +25,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from qvla_core.errors import TrainingError
 
@@ -142,3 +145,62 @@ def _prune(root: Path, keep: int, newest: Path) -> None:
     for old in steps[: max(0, len(steps) - keep)]:
         if old != newest:
             shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------- resuming a run
+
+
+def trainer_state(
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    noise_gen: torch.Generator,
+    aug_gen: torch.Generator,
+) -> dict[str, Any]:
+    """What ``trainer_state.pt`` holds besides the model: step, optimizer, schedule, random states."""
+    state: dict[str, Any] = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "noise_gen": noise_gen.get_state(),
+        "aug_gen": aug_gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_trainer_state(
+    path: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    noise_gen: torch.Generator,
+    aug_gen: torch.Generator,
+) -> int:
+    """Put :func:`trainer_state` of the step checkpoint ``path`` back; returns its step."""
+    try:
+        state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise TrainingError(f"--resume: {path / TRAINER_STATE}: cannot restore: {exc}") from exc
+    torch.set_rng_state(state["torch_rng"])
+    noise_gen.set_state(state["noise_gen"])
+    aug_gen.set_state(state["aug_gen"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+def check_same_datasets(path: Path, training: dict[str, Any], now: Sequence[tuple[str, str]]) -> None:
+    """A resumed run trains on the data it began with (its norm stats are baked into the weights).
+
+    ``training``: the provenance in the checkpoint's ``policy_config.json``; ``now``: (path,
+    fingerprint) of each ``--dataset`` of this command."""
+    was = [(d.get("path"), d.get("fingerprint")) for d in training.get("datasets", [])]
+    if was and was != list(now):
+        raise TrainingError(
+            f"--resume: the datasets changed since {path} was saved (then {was}, now {now}); "
+            "resume with the same --dataset arguments, or start a new run"
+        )

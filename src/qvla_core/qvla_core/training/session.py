@@ -27,6 +27,8 @@ from qvla_core.embodiment import Embodiment, Normalization, NormStats
 from qvla_core.errors import QvlaError, TrainingError
 from qvla_core.model import checkpoint as ckpt
 from qvla_core.model import lora
+from qvla_core.model.device import resolve_placement
+from qvla_core.model.loader import check_checkpoint, load_checkpoint, load_weights
 from qvla_core.model.policy import QwenVLAPolicy
 from qvla_core.model.train import linear_patch_embed
 from qvla_core.training import checkpoints as out_dir
@@ -174,15 +176,16 @@ class Session:
         # A frozen base under bf16 autocast on a GPU is loaded in bf16 (half the memory, and what
         # autocast would compute in anyway); trained weights (decoder, adapters, `all`) stay fp32.
         frozen_bf16 = device_type == "cuda" and self.autocast_to is torch.bfloat16 and cfg.train != "all"
+        with_stats = first.model_copy(update={"normalization": stats[first.name]})
         try:
-            base = QwenVLAPolicy.from_checkpoint(
-                path,
-                first.model_copy(update={"normalization": stats[first.name]}),
-                device=cfg.device,
-                dtype="bfloat16" if frozen_bf16 else "float32",
+            parts = load_checkpoint(
+                path, with_stats, device=cfg.device, dtype="bfloat16" if frozen_bf16 else "float32"
             )
+            base = QwenVLAPolicy.from_parts(parts, with_stats)
         except QvlaError as exc:
             raise TrainingError(f"--checkpoint {path}: {exc}") from exc
+        # The input checkpoint's backbone files as they are (None when an adapter was merged on load).
+        self.backbone_source = parts.backbone_source
         base.decoder.float()
         linear_patch_embed(base.backbone.model)
         for name, st in stats.items():
@@ -311,7 +314,7 @@ class Session:
         A base whose adapter was merged on load has no file to point at: its weights are written.
         """
         train = self.config.train
-        source = self.policy.backbone_source
+        source = self.backbone_source
         if train == "all" or source is None:
             return "full"
         if train == "lora":
@@ -336,7 +339,8 @@ class Session:
         policy.config = dataclasses.replace(policy.config, training=self._provenance(step))
         policy.save(directory, backbone=self.backbone_mode())
         (directory / out_dir.TRAIN_CONFIG).write_text(dump_train_config(self.config), encoding="utf-8")
-        torch.save(self._trainer_state(step), directory / out_dir.TRAINER_STATE)
+        state = out_dir.trainer_state(step, self.optimizer, self.scheduler, self.noise_gen, self.aug_gen)
+        torch.save(state, directory / out_dir.TRAINER_STATE)
 
     def save(self, step: int) -> Path:
         previous = out_dir.latest_step(self.out)
@@ -347,28 +351,20 @@ class Session:
         self.logbook.write("checkpoint", step=step, path=str(path))
         return path
 
-    def _trainer_state(self, step: int) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "step": step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "noise_gen": self.noise_gen.get_state(),
-            "aug_gen": self.aug_gen.get_state(),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
-
     # ----------------------------------------------------------------- resume
 
     def _restore_weights(self, first: Embodiment) -> None:
-        """Trained weights of OUT/latest into the freshly loaded model (its own loader reads them)."""
+        """Trained weights of OUT/latest into the freshly loaded model (the loader reads and checks them)."""
         path = out_dir.latest(self.out)
         assert path is not None
-        self._check_same_datasets(path)
         try:
-            saved = QwenVLAPolicy.from_checkpoint(path, first, device=self.config.device)
+            checked = check_checkpoint(path, first, resolve_placement(self.config.device, "float32"))
+        except QvlaError as exc:
+            raise TrainingError(f"--resume: {path}: {exc}") from exc
+        now = [(spec.label, spec.source.fingerprint) for spec in self.run.datasets]
+        out_dir.check_same_datasets(path, checked.config.training, now)
+        try:
+            saved = load_weights(checked)
         except QvlaError as exc:
             raise TrainingError(f"--resume: {path}: {exc}") from exc
         self.policy.decoder.load_state_dict(saved.decoder.state_dict())
@@ -378,32 +374,12 @@ class Session:
             self.policy.backbone.model.load_state_dict(saved.backbone.model.state_dict())
         self.policy.backbone.prefix_memo.clear()
 
-    def _check_same_datasets(self, path: Path) -> None:
-        """A resumed run trains on the data it began with (its norm stats are baked into the weights)."""
-        before = ckpt.read_policy_config(path).training.get("datasets", [])
-        was = [(d.get("path"), d.get("fingerprint")) for d in before]
-        now = [(spec.label, spec.source.fingerprint) for spec in self.run.datasets]
-        if was and was != now:
-            raise TrainingError(
-                f"--resume: the datasets changed since {path} was saved (then {was}, now {now}); "
-                "resume with the same --dataset arguments, or start a new run"
-            )
-
     def _restore_state(self) -> None:
         path = out_dir.latest(self.out)
         assert path is not None
-        try:
-            state = torch.load(path / out_dir.TRAINER_STATE, map_location="cpu", weights_only=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise TrainingError(f"--resume: {path / out_dir.TRAINER_STATE}: cannot restore: {exc}") from exc
-        torch.set_rng_state(state["torch_rng"])
-        self.noise_gen.set_state(state["noise_gen"])
-        self.aug_gen.set_state(state["aug_gen"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.start_step = int(state["step"])
+        self.start_step = out_dir.restore_trainer_state(
+            path, self.optimizer, self.scheduler, self.noise_gen, self.aug_gen
+        )
         self.saved_step = self.start_step
         if self.start_step > self.config.schedule.steps:
             raise TrainingError(
