@@ -74,6 +74,7 @@ class Rig:
         self.diagnostics: list[DiagnosticStatus] = []
         self.peer.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.nav2: FakeNav2 | None = None
+        self.closed = False
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         self.diagnostics += [s for s in msg.status if s.name == "qvla: policy"]
@@ -94,9 +95,12 @@ class Rig:
         return self.node.log()[-3000:]
 
     def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.node_rig.close()  # first: the node's hold at exit still reaches Nav2
         if self.nav2 is not None:
             self.nav2.close()
-        self.node_rig.close()
+            self.nav2 = None
 
     def check_plan(self, kind: str, msg: Any) -> None:
         """Waypoints in base_link at a camera frame's stamp, equal to the chunk of that observation
@@ -247,6 +251,14 @@ class TestNav2Actions:
         since = time.time()
         wait_goals(nav2, 1, since, rig)  # the camera is back: plans again
 
+    def test_ctrl_c_cancels_the_running_goal(self, actions_rig: Rig) -> None:
+        rig, nav2 = actions_rig, actions_rig.start_nav2()
+        wait_goals(nav2, 1, time.time(), rig)
+        rig.close()  # SIGINT, as launch sends it; the node must exit 0 without a traceback
+        wait_all_ended(nav2, "the node exited")
+        for name in ACTIONS:
+            assert nav2.received(name)[-1].outcome == "canceled", f"{name}: {nav2.received(name)[-1]}"
+
 
 # ===================================================================== goal_pose and path topics
 @pytest.fixture(scope="class")
@@ -320,3 +332,15 @@ class TestNavTopics:
         if hold == "stop":
             rig.trigger("/qvla/resume")
         wait_topic_plans(rig, 1, since)
+
+    def test_ctrl_c_sends_a_stop(self, topics_rig: Rig) -> None:
+        rig = topics_rig
+        wait_topic_plans(rig, 1, time.time())
+        stopped_at = time.time()
+        assert rig.node.stop() == 0, rig.log()  # SIGINT, as launch sends it
+
+        def stops() -> bool:
+            got = topic_messages(rig, stopped_at)
+            return all(got[n] and is_stop(TOPICS[n], got[n][-1][1]) for n in TOPICS)
+
+        wait_for(stops, 5.0, f"a stop on each of {list(TOPICS)} as the node exits\n{rig.log()}")
