@@ -11,7 +11,8 @@ Run (from the repository root)::
     MUJOCO_GL=egl PYTHONPATH=src/qvla_core python bench/nav_direct.py --seeds 50
 
 ``--render`` also renders the 640x480 camera history the YAML declares for every observation (the
-expert does not look at it; this measures what rendering costs). It prints a markdown table.
+expert does not look at it; this measures what rendering costs). It prints a markdown table and
+writes it to ``--out`` (default docs/bench/nav_direct.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=90.0, help="episode limit [s of sim time]")
     ap.add_argument("--render", action="store_true", help="render the camera history too (slower)")
     ap.add_argument("--robot", default=str(ROOT / "config" / "robots" / "vln_nav.yaml"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "nav_direct.md"))
     args = ap.parse_args()
 
     embodiment = load_embodiment(args.robot)
@@ -64,23 +66,38 @@ def main() -> None:
     finally:
         sim.close()
 
-    print(
-        f"\n{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), success radius 1 m, "
-        f"{platform.processor() or platform.machine()}, render={args.render}\n"
-    )
-    print("| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = [
+        "# Navigation expert and chance baseline, directly on the sim (no ROS)",
+        "",
+        f"{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), success radius 1 m, "
+        f"{platform.processor() or platform.machine()}, render={args.render}. Command: "
+        f"`python bench/nav_direct.py --seeds {args.seeds}{' --render' if args.render else ''}`.",
+        "",
+        "| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    legend = [
+        "",
+        "SR: stopped within 1 m of the named object's centre; OSR: came within 1 m at some point; NE: "
+        "final distance to it; TL: path driven; SPL: SR weighted by shortest path / max(driven, "
+        "shortest), the shortest being the any-angle path on the map inflated by the base's 0.22 m "
+        "radius into the 1 m region; collisions: contacts with walls or objects (0.5 s apart); wrong "
+        "object: ended within 1 m of another object instead (see qvla_core.sim.nav.metrics).",
+    ]
     for name, s, _, _, _ in rows:
-        print(
+        lines.append(
             f"| {name} | {s['SR']:.0%} | {s['OSR']:.0%} | {s['NE']:.2f} | {s['TL']:.1f} | {s['SPL']:.2f} "
             f"| {s['collisions']:.2f} | {s['collision_free']:.0%} | {s['wrong_object']:.0%} |"
         )
-    print()
+    lines.append("")
     for name, _, wall, sim_s, renders in rows:
         extra = f", rendering {renders:.1f} s" if args.render else ""
-        print(
-            f"{name}: {wall:.1f} s wall for {sim_s:.0f} s of sim time ({sim_s / wall:.1f}x real time{extra})"
+        lines.append(
+            f"{name}: {wall:.1f} s wall for {sim_s:.0f} s of sim time ({sim_s / wall:.1f}x real time{extra})."
         )
+    text = "\n".join(lines + legend) + "\n"
+    print("\n" + text)
+    Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":

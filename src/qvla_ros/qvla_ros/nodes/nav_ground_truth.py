@@ -116,3 +116,11 @@ def make_nav_expert(config: RobotConfig) -> Policy:
     from qvla_core.sim.nav.expert import NavExpert
 
     return NavExpert(config.embodiment, ground_truth=RosNavGroundTruth())
+
+
+def make_chance_baseline(config: RobotConfig) -> Policy:
+    """The chance baseline (walks to a random object of the scene), for ``policy:=module:factory``:
+    ``policy:=qvla_ros.nodes.nav_ground_truth:make_chance_baseline``."""
+    from qvla_core.sim.nav.expert import RandomObjectBaseline
+
+    return RandomObjectBaseline(config.embodiment, ground_truth=RosNavGroundTruth())
