@@ -2,8 +2,9 @@
 servers of the nav2_msgs actions (built from ../shared/ros2-extras, the Kilted definitions).
 
 Like Nav2's SimpleActionServer (bt_navigator, controller_server): a goal runs until cancelled; a new
-goal pre-empts the running one, which ends ABORTED; cancel requests are accepted. Every goal, its
-arrival time and how it ended are recorded.
+goal pre-empts the running one, which ends ABORTED; cancel requests are accepted; with ``reject``
+set, goals are rejected (as by an inactive Nav2 server). Every goal, its arrival time and how it
+ended are recorded.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class FakeNav2:
         self.goals: list[ServedGoal] = []
         self._current: dict[str, bytes] = {}
         self._closing = False
+        self.reject = False  # True: goals are rejected, as an inactive Nav2 server does
         group = ReentrantCallbackGroup()
         self._servers = [
             ActionServer(
@@ -49,7 +51,7 @@ class FakeNav2:
                 action,
                 name,
                 execute_callback=lambda handle, n=name: self._execute(n, handle),
-                goal_callback=lambda request: GoalResponse.ACCEPT,
+                goal_callback=lambda request: GoalResponse.REJECT if self.reject else GoalResponse.ACCEPT,
                 handle_accepted_callback=lambda handle, n=name: self._accepted(n, handle),
                 cancel_callback=lambda handle, n=name: self._cancel(n, handle),
                 callback_group=group,

@@ -251,6 +251,23 @@ class TestNav2Actions:
         since = time.time()
         wait_goals(nav2, 1, since, rig)  # the camera is back: plans again
 
+    def test_a_rejected_goal_is_an_output_fault_and_holds(self, actions_rig: Rig) -> None:
+        rig, nav2 = actions_rig, actions_rig.start_nav2()
+        wait_goals(nav2, 1, time.time(), rig)
+        nav2.reject = True  # as an inactive Nav2 (lifecycle not active) does
+        try:
+            status = rig.status(
+                "a fault naming the rejected goal", lambda s: "rejected the goal" in s.last_fault
+            )
+            assert any(name in status.last_fault for name in ACTIONS), status.last_fault
+            assert "inference failed" not in status.last_fault, status.last_fault
+            wait_all_ended(nav2, "the goals were rejected")  # the hold cancelled what still ran
+            assert all(nav2.received(name)[-1].outcome == "canceled" for name in ACTIONS)
+        finally:
+            nav2.reject = False
+        wait_goals(nav2, 1, time.time(), rig)
+        rig.status("running again", lambda s: s.run_state == PolicyStatus.RUN_RUNNING)
+
     def test_ctrl_c_cancels_the_running_goal(self, actions_rig: Rig) -> None:
         rig, nav2 = actions_rig, actions_rig.start_nav2()
         wait_goals(nav2, 1, time.time(), rig)
