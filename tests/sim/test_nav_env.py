@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from qvla_core.sim.nav.env import CONTROL_DT, NavSim  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def sim() -> NavSim:
+def sim() -> Iterator[NavSim]:
     s = NavSim(width=96, height=72)
     yield s
     s.close()
@@ -55,6 +56,10 @@ def test_scenes_vary_rooms_and_corridors() -> None:
     assert len({s.instruction for s in scenes}) > 8
     sizes = {(round(s.bounds.xmax), round(s.bounds.ymax)) for s in scenes}
     assert len(sizes) > 5
+    with pytest.raises(ValueError, match="seed"):
+        generate_scene(-1)
+    with pytest.raises(RuntimeError, match="reset"):
+        NavSim(32, 24).step(0.0, 0.0)
 
 
 def test_reset_and_stepping_are_deterministic(sim: NavSim) -> None:

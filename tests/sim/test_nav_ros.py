@@ -9,6 +9,7 @@ import math
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
@@ -16,13 +17,18 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim]
 pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh")
 pytest.importorskip("mujoco", reason="MuJoCo not installed: pip install mujoco")
 
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, Int32, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from qvla_core.sim.nav.planner import OccupancyGrid  # noqa: E402
 from qvla_core.sim.nav.scene import generate_scene  # noqa: E402
+from qvla_ros.io import conversions as conv  # noqa: E402
 from qvla_ros.tools.bringup import nav_sim_demo_specs  # noqa: E402
 from tests.ros.harness import INSTALL, InstalledNode, RosPeer, wait_for  # noqa: E402
 
@@ -129,3 +135,50 @@ def test_expert_drives_to_the_named_object_through_ros() -> None:
     for node, code, log in logs:
         assert code == 0, f"{node} exited with {code}:\n{log[-3000:]}"
         assert "Traceback" not in log, log[-3000:]
+
+
+def _clear_ahead(seed: int, length: float) -> bool:
+    scene = generate_scene(seed)
+    x, y, yaw = scene.start
+    end = (x + length * math.cos(yaw), y + length * math.sin(yaw))
+    return OccupancyGrid.from_scene(scene, inflation=0.3).line_free((x, y), end)
+
+
+def test_a_base_link_path_is_followed_rep103_and_goal_pose_ignored_when_following_paths() -> None:
+    seed = next(s for s in range(200, 400) if _clear_ahead(s, 2.5))
+    node = InstalledNode(
+        "qvla_ros",
+        "nav_sim_node",
+        parameters={"seed": seed, "camera_rate_hz": 0.0, "follow": "path", "publish_instruction": False},
+        name="qvla_nav_sim",
+    )
+    peer = RosPeer("qvla_nav_path_peer")
+    try:
+        watch = Watch(peer)
+        clock: list[float] = []
+        peer.node.create_subscription(Clock, "/clock", lambda m: clock.append(conv.to_sec(m.clock)), 10)
+        goal_pub = peer.node.create_publisher(PoseStamped, "/goal_pose", 10)
+        path_pub = peer.node.create_publisher(PathMsg, "/qvla/waypoints", 10)
+        wait_for(lambda: watch.odom is not None and len(clock) > 5, 60.0, "odometry and the clock")
+        wait_for(lambda: path_pub.get_subscription_count() > 0, 10.0, "the sim's path subscription")
+        # A goal 2 m to the left: ignored (follow=path).
+        goal_pub.publish(conv.waypoint_poses(np.array([[0.0, 2.0, 0.0]]), clock[-1], "base_link")[0])
+        # 2 m straight ahead, then turned left 90 deg; stamped 0.5 s ago, when the base stood at the start.
+        wp = np.array([[1.0, 0.0, 0.0], [2.0, 0.0, math.pi / 2]])
+        path_pub.publish(conv.waypoint_path(wp, max(clock[-1] - 0.5, 0.01), "base_link"))
+        wait_for(lambda: watch.speed > 0.1, 10.0, "the base to move")
+        wait_for(lambda: watch.speed < 0.01, 30.0, "the base to stop")
+        odom = watch.odom
+        assert odom is not None
+        p, q = odom.pose.pose.position, odom.pose.pose.orientation
+        # The odom frame is the start pose, so the end is (2, 0) facing +y there (REP-103: yaw CCW).
+        assert math.hypot(p.x - 2.0, p.y) < 0.2, (p.x, p.y)
+        assert abs(2.0 * math.atan2(q.z, q.w) - math.pi / 2) < 0.2
+        assert watch.collisions == 0
+    finally:
+        peer.close()
+        code = node.stop()
+        log = node.log_path.read_text(errors="replace")
+        node.close()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

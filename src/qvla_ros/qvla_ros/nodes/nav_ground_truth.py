@@ -44,7 +44,9 @@ class RosNavGroundTruth:
         self._episode_stamp = 0.0
         self._odom: deque[tuple[float, float, float, float]] = deque(maxlen=HISTORY)
         self._got_scene = threading.Event()
-        self._node = rclpy.create_node("qvla_nav_ground_truth")
+        # Not the process's --ros-args: their "-r __node:=qvla_policy" would give this node the policy
+        # node's name (two nodes of one name in the graph).
+        self._node = rclpy.create_node("qvla_nav_ground_truth", use_global_arguments=False)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._node.create_subscription(String, SCENE_TOPIC, self._on_scene, latched)
         self._node.create_subscription(Odometry, "/odom", self._on_odom, 50)

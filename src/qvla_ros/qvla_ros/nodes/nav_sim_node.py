@@ -302,6 +302,9 @@ class NavSimNode(Node):
     def _command(self, sim: Any, follower: PathFollower, item: _Command, now: float) -> None:
         if self.follow not in ("latest", item.kind):
             return
+        if len(item.poses) == 0:  # an empty Path: stop, as Nav2's controller does
+            follower.stop()
+            return
         if item.frame == "odom":
             world = compose(sim.scene.start, item.poses)
             start = sim.pose()

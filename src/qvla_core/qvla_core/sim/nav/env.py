@@ -178,7 +178,8 @@ class NavSim:
 
         if not (math.isfinite(v) and math.isfinite(w)):
             raise ValueError(f"velocity command must be finite, got v={v}, w={w}")
-        self.scene  # noqa: B018 - raises before reset
+        if self.data is None:
+            raise RuntimeError("NavSim.reset(seed) has not been called")
         v = min(max(v, -self.limits.max_speed), self.limits.max_speed)
         w = min(max(w, -self.limits.max_yaw_rate), self.limits.max_yaw_rate)
         for _ in range(N_SUBSTEPS):

@@ -127,6 +127,7 @@ class DistanceField:
 
     @classmethod
     def build(cls, grid: OccupancyGrid, gx: float, gy: float, radius: float) -> DistanceField:
+        """Dijkstra over the free cells (8-connected) from every free cell within ``radius`` of (gx, gy)."""
         ny, nx = grid.shape
         free = grid.free.ravel()
         xs = grid.origin[0] + (np.arange(nx) + 0.5) * grid.resolution

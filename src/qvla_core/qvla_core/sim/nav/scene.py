@@ -252,6 +252,8 @@ def _build_walls(
 
 def generate_scene(seed: int, max_tries: int = 200) -> NavScene:
     """The scene of ``seed`` (deterministic). Raises RuntimeError if no valid layout is found."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"scene seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
     for _ in range(max_tries):
         scene = _try_scene(seed, rng)
@@ -261,7 +263,7 @@ def generate_scene(seed: int, max_tries: int = 200) -> NavScene:
 
 
 def _try_scene(seed: int, rng: np.random.Generator) -> NavScene | None:
-    from qvla_core.sim.nav.planner import OccupancyGrid
+    from qvla_core.sim.nav.planner import OccupancyGrid  # here: planner imports this module
 
     xs, ys, corridor, index = _layout(rng)
     doors, open_pairs = _connections(rng, len(ys) - 1, len(xs) - 1, corridor, index)
