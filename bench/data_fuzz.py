@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "src" / "qvla_core"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from tests.data import fuzz_cache_cases as ccases  # noqa: E402
 from tests.data import fuzz_dataset_cases as dcases  # noqa: E402
 from tests.data import fuzz_mcap_cases as mcases  # noqa: E402
 from tests.data.fuzz_inputs import (  # noqa: E402
@@ -121,6 +122,28 @@ def fuzz_datasets(work: Path, pick: Callable[[Sequence[object]], Sequence[object
     return results
 
 
+def fuzz_caches(work: Path, pick: Callable[[Sequence[object]], Sequence[object]]) -> list[Result]:
+    """A second qvla-train loading over the caches a first one left, one of them damaged."""
+    dataset = dcases.make_dataset(work / "dataset")
+    robot = dcases.robot()
+    ref = attempt(lambda run: training_digest(dataset, robot, work / "ref"))
+    assert ref.error is None, f"the pristine dataset does not load: {ref.error!r}"
+    results: list[Result] = []
+    for case in pick(ccases.cache_cases()):
+        assert isinstance(case, dcases.Case)
+        shutil.rmtree(work / "run", ignore_errors=True)
+        first = attempt(lambda run: training_digest(dataset, robot, work / "run"))
+        assert first.error is None and first.digest == ref.digest
+        case.damage(work / "run")
+        if case.target == "reader-cache":  # the training cache would be used instead
+            shutil.rmtree(work / "run" / "train-cache")
+        run = attempt(lambda run: training_digest(dataset, robot, work / "run"))
+        results.append(
+            (case.kind, "qvla-train loading", case.name, judge(run, ref, case.mentions()), _message(run))
+        )
+    return results
+
+
 def table(results: Sequence[Result]) -> str:
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for kind, mode, _, outcome, _ in results:
@@ -167,7 +190,7 @@ def report(results: Sequence[Result], command: str, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, help="write the Markdown report here")
-    p.add_argument("--only", choices=("recordings", "datasets"), help="fuzz one input kind")
+    p.add_argument("--only", choices=("recordings", "datasets", "caches"), help="fuzz one input kind")
     p.add_argument("--every", type=int, default=1, help="run every n-th variant (a quicker sample)")
     p.add_argument("--verbose", action="store_true", help="print every run")
     args = p.parse_args(argv)
@@ -187,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             results += fuzz_recordings(work / "bags", pick)
         if args.only in (None, "datasets"):
             results += fuzz_datasets(work / "datasets", pick)
+        if args.only in (None, "caches"):
+            results += fuzz_caches(work / "caches", pick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # Messages name the damaged copies under the scratch directory; the report shows them relative.

@@ -231,7 +231,7 @@ def judge(run: Run, pristine: Run, names: Sequence[str], expect_skip: Run | None
             return CRASH
         return ERROR if mentions(str(run.error)) else VAGUE
     if same(run, pristine):
-        return UNAFFECTED
+        return WARNED if any(mentions(w) for w in run.warnings) else UNAFFECTED
     if run.skipped and expect_skip is not None and same(run, expect_skip):
         return SKIPPED if any(mentions(s) for s in run.skipped) else VAGUE
     if any(mentions(w) for w in run.warnings):

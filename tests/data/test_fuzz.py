@@ -5,6 +5,7 @@ where --skip-bad says so; and regression tests of the reader fixes the fuzz led 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -116,12 +117,13 @@ MCAP_CASES = {
     ("MCAP truncated (uncompressed)", "cut to 66678 of"): r"truncated or corrupt",
     ("MCAP truncated (LZ4)", "cut to 30073 of"): r"truncated or corrupt",
     ("MCAP truncated (Zstd)", " of "): r"truncated or corrupt",
-    ("MCAP bit flip in a chunk (uncompressed)", "payload 3/8"): r"CRCValidationError",
-    ("MCAP bit flip in a chunk (LZ4)", "payload 3/8"): r"truncated or corrupt",
+    # recorder_node's bags carry a data-section CRC: checked on opening, before any chunk is read
+    ("MCAP bit flip in a chunk (uncompressed)", "payload 3/8"): r"the data section fails its CRC check",
+    ("MCAP bit flip in a chunk (LZ4)", "payload 3/8"): r"the data section fails its CRC check",
     ("MCAP bit flip in a chunk (Zstd)", "payload 3/8"): r"truncated or corrupt",
     ("MCAP bit flip outside chunks (uncompressed)", "of the statistics"): r"summary section fails its CRC",
-    ("MCAP bit flip outside chunks (LZ4)", "of the attachment ("): r"attachment at byte \d+ fails its CRC",
-    ("MCAP bit flip outside chunks (uncompressed)", "metadata start_ns"): r"start_ns must be a non-negative",
+    ("MCAP bit flip outside chunks (LZ4)", "of the attachment ("): r"the data section fails its CRC check",
+    ("MCAP bit flip outside chunks (uncompressed)", "metadata start_ns"): r"the data section fails its CRC",
     ("bag directory / metadata.yaml", "lists one of the two split"): r"does not list \['ros2_1.mcap'\]",
     ("bag directory / metadata.yaml", "binary garbage"): r"not a rosbag2 metadata file",
     ("bag directory / metadata.yaml", "relative_file_paths a string"): r"expected a list of file names",
@@ -172,15 +174,16 @@ def test_skip_bad_leaves_out_a_truncated_bag_and_lists_it(bags: Path, tmp_path: 
     assert (
         len(skipped) == 1 and str(mcap) in skipped[0].skipped and "truncated or corrupt" in skipped[0].skipped
     )
-    ds = LeRobotDataset(tmp_path / "ds", LeRobotDataset.__init__ and _robot_of(root))
+    ds = LeRobotDataset(tmp_path / "ds", _robot_of(root))
     assert ds.episodes == (0,) and ds[0].observation.instruction == "transfer the cube 1"
 
 
-def _robot_of(root: Path) -> object:
+def _robot_of(root: Path, good: str = "rec/episode_000001") -> object:
+    """The robot YAML a readable bag of ``root`` carries."""
     from qvla_core.data.convert import robot_config_for
     from qvla_core.data.mcap_reader import find_bags
 
-    return robot_config_for(find_bags([root / "rec/episode_000001"]), None).embodiment
+    return robot_config_for(find_bags([root / good]), None).embodiment
 
 
 def test_the_data_section_crc_is_checked_where_the_writer_stored_one(tmp_path: Path) -> None:
@@ -202,3 +205,124 @@ def test_the_data_section_crc_is_checked_where_the_writer_stored_one(tmp_path: P
     path.write_bytes(bytes(data))
     with pytest.raises(RecordingError, match=rf"{path}: the data section fails its CRC check"):
         Bag(path)
+
+
+def _plain_mcap(path: Path, record: dict[str, str] | None = None, attachment: bytes = b"") -> Path:
+    """A small MCAP without a data-section CRC (as rosbag2 writes them): 0.1 .. 1.1 s of messages."""
+    from mcap.writer import Writer
+
+    with path.open("wb") as f:
+        w = Writer(f)
+        w.start("ros2", "test")
+        channel = w.register_channel("/x", "cdr", w.register_schema("std_msgs/msg/Empty", "ros2msg", b""))
+        for t in (100_000_000, 1_100_000_000):
+            w.add_message(channel, t, b"\x00\x01\x00\x00", t)
+        if attachment:
+            w.add_attachment(0, 0, "robot.yaml", "application/yaml", attachment)
+        if record is not None:
+            w.add_metadata("qvla_episode", record)
+        w.finish()
+    return path
+
+
+GOOD_RECORD = {"episode_index": "0", "task": "pick", "start_ns": "200000000", "stop_ns": "1000000000"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"start_ns": "2000000o0"}, r"start_ns must be a non-negative integer \(got '2000000o0'\)"),
+        (
+            {"stop_ns": "100000000"},
+            r"the episode 200000000..100000000 ns is empty or outside the bag's messages",
+        ),
+        ({"start_ns": "9000000000", "stop_ns": "9900000000"}, r"outside the bag's messages"),
+        ({"success": "tsue"}, r"success must be 'true' or 'false' \(got 'tsue'\)"),
+        ({"task": "pick\x00up"}, r"the task text has unprintable characters"),
+        ({"messages_written": "3"}, r"messages_written 3, but the bag holds 2 messages"),
+        ({"episode_index": ""}, r"episode_index must be a non-negative integer"),
+    ],
+)
+def test_an_episode_record_the_recorder_never_writes_is_refused(
+    change: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    from qvla_core.data.mcap_reader import Bag, RecordingError
+
+    path = _plain_mcap(tmp_path / "e.mcap", GOOD_RECORD | {"messages_written": "2"} | change)
+    with pytest.raises(RecordingError, match=rf"{path}: qvla_episode record .*{message}"):
+        Bag(path).episodes()
+
+
+def test_the_good_episode_record_opens(tmp_path: Path) -> None:
+    from qvla_core.data.mcap_reader import Bag
+
+    (span,) = Bag(_plain_mcap(tmp_path / "e.mcap", GOOD_RECORD | {"success": "false"})).episodes()
+    assert (span.task, span.success, span.start_ns, span.stop_ns) == (
+        "pick",
+        False,
+        200_000_000,
+        1_000_000_000,
+    )
+
+
+def test_a_damaged_attachment_fails_its_crc(tmp_path: Path) -> None:
+    from qvla_core.data.mcap_reader import Bag, RecordingError
+
+    path = _plain_mcap(tmp_path / "a.mcap", attachment=b"embodiment: {name: aloha}\n")
+    assert Bag(path).robot_yaml == "embodiment: {name: aloha}\n"
+    data = bytearray(path.read_bytes())
+    data[data.find(b"aloha")] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match=rf"{path}: the attachment at byte \d+ fails its CRC check"):
+        Bag(path)
+
+
+def test_the_cli_with_skip_bad_warns_about_the_bag_it_left_out(
+    bags: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qvla_core.cli.convert import main
+
+    from . import fuzz_mcap_cases as mc
+
+    root = tmp_path / "bags"
+    shutil.copytree(bags, root)
+    (root / mc.OURS_LZ4).write_bytes(b"")
+    out = tmp_path / "ds"
+    assert main([str(root / "rec"), "--out", str(out), "--no-progress"]) == 2
+    assert f"qvla-convert: error: {root / mc.OURS_LZ4}: cannot read this MCAP file" in capsys.readouterr().err
+    assert main([str(root / "rec"), "--out", str(out), "--no-progress", "--skip-bad"]) == 0
+    assert f"qvla-convert: warning: left out {root / 'rec/episode_000001'}: {root / mc.OURS_LZ4}" in (
+        capsys.readouterr().err
+    )
+    assert LeRobotDataset(out, _robot_of(root, "rec/episode_000000")).episodes == (0,)
+
+
+# ----------------------------------------------------------------------------- caches
+@pytest.mark.parametrize(
+    ("name", "warning"),
+    [
+        ("reader cache .npy zero bytes", r"the decoded-frame cache is damaged \(EOFError"),
+        ("reader cache .npy of another shape", r"the decoded-frame cache is damaged \(uint8 \(22, 4608\)"),
+        (
+            "training cache state.npy of another shape",
+            r"state.npy: float32 \(22, 7\), expected float32 \(22, 14\)",
+        ),
+        ("training cache images.npy cut in half", r"images.npy: ValueError"),
+        ("training cache meta.json garbage", r"meta.json: JSONDecodeError"),
+    ],
+)
+def test_a_damaged_frame_cache_is_rebuilt_with_a_warning(
+    name: str, warning: str, pristine: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from .fuzz_cache_cases import cache_cases
+    from .fuzz_inputs import training_digest
+
+    case = next(c for c in cache_cases() if c.name == name)
+    before = training_digest(pristine, dc.robot(), tmp_path)
+    case.damage(tmp_path)
+    if case.target == "reader-cache":
+        shutil.rmtree(tmp_path / "train-cache")  # else the training cache is used, not the reader's
+    with caplog.at_level(logging.WARNING, logger="qvla"):
+        after = training_digest(pristine, dc.robot(), tmp_path)
+    assert after == before
+    assert re.search(warning, caplog.text), caplog.text

@@ -15,6 +15,7 @@ Both objects pickle without their decoded frames (each DataLoader worker maps or
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections import OrderedDict
@@ -30,6 +31,8 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from qvla_core.data.format import DatasetError
 from qvla_core.data.tables import Episode, VideoSpan
 from qvla_core.data.video import decode, probe
+
+log = logging.getLogger("qvla.data")
 
 ImageArray = npt.NDArray[np.uint8]
 
@@ -138,11 +141,27 @@ class FrameCache:
         target = self.cached_path(cam, span)
         array = self._maps.get(target)
         if array is None:
-            if not target.is_file():
+            array = self._load(cam, target) if target.is_file() else None
+            if array is None:
                 self._build(cam, cam.path(span), target)
-            array = np.load(target, mmap_mode="r")
+                array = np.load(target, mmap_mode="r")
             self._maps[target] = array
         return array
+
+    @staticmethod
+    def _load(cam: CameraVideos, target: Path) -> npt.NDArray[np.uint8] | None:
+        """A cached file, or None (and a warning, the file removed) when it is cut or not of this
+        camera's frames: it is then decoded again."""
+        try:
+            array: npt.NDArray[np.uint8] = np.load(target, mmap_mode="r")
+            if array.dtype == np.uint8 and array.ndim == 4 and array.shape[1:] == (cam.height, cam.width, 3):
+                return array
+            problem = f"{array.dtype} {array.shape}, expected uint8 (frames, {cam.height}, {cam.width}, 3)"
+        except (OSError, ValueError, EOFError) as exc:  # cut short, not a .npy, empty
+            problem = f"{type(exc).__name__}: {exc}"
+        log.warning("%s: the decoded-frame cache is damaged (%s); decoding the video again", target, problem)
+        target.unlink(missing_ok=True)
+        return None
 
     def _build(self, cam: CameraVideos, video: Path, target: Path) -> None:
         header = probe(video)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,8 @@ from qvla_core.errors import TrainingError
 from qvla_core.model.processor import resize_images
 
 CACHE_FORMAT = 1
+
+log = logging.getLogger("qvla.train")
 
 
 @dataclass(frozen=True)
@@ -195,11 +198,17 @@ class CachedFrames(FrameSet):
     def __init__(self, directory: Path, label: str, embodiment: Embodiment, size: tuple[int, int]) -> None:
         super().__init__(label, embodiment, size)
         self.directory = directory
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-        self.tasks: list[str] = meta["tasks"]
-        self.arrays: dict[str, np.ndarray] = {
-            name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in self.FIELDS
-        }
+        try:
+            meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+            self.tasks: list[str] = list(meta["tasks"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{directory / 'meta.json'}: {type(exc).__name__}: {exc}") from exc
+        self.arrays: dict[str, np.ndarray] = {}
+        for name in self.FIELDS:
+            try:
+                self.arrays[name] = np.load(directory / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:  # missing, cut short, empty
+                raise ValueError(f"{directory / name}.npy: {type(exc).__name__}: {exc}") from exc
 
     def __len__(self) -> int:
         return int(self.arrays["state"].shape[0])
@@ -269,24 +278,47 @@ def _identity(x: Any) -> Any:
     return x
 
 
+def _reuse(
+    frames: StreamFrames, directory: Path, key: str, shapes: dict[str, tuple[tuple[int, ...], Any]]
+) -> CachedFrames | None:
+    """The cache in ``directory`` if it was built for ``key`` and its arrays have the shapes a build
+    would give them (a cut or replaced .npy would otherwise feed the trainer other rows)."""
+    meta_file = directory / "meta.json"
+    if not meta_file.is_file():
+        return None
+    try:
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{meta_file}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None  # built for another dataset, robot YAML or image size: rebuilt
+        cached = CachedFrames(directory, frames.label, frames.embodiment, frames.size)
+        for name, (shape, dtype) in shapes.items():
+            array = cached.arrays[name]
+            if array.shape != shape or array.dtype != np.dtype(dtype):
+                raise ValueError(
+                    f"{directory / name}.npy: {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}"
+                )
+        if len(cached) and int(np.max(cached.arrays["task"])) >= len(cached.tasks):
+            raise ValueError(
+                f"{directory / 'task.npy'}: task numbers beyond meta.json's {len(cached.tasks)} tasks"
+            )
+    except ValueError as exc:
+        log.warning("%s: the training frame cache is damaged (%s); rebuilding it", directory, exc)
+        return None
+    return cached
+
+
 def build_cache(
     frames: StreamFrames, directory: Path, key: str, *, workers: int = 0, progress: bool = True
 ) -> CachedFrames:
-    """Read every frame of ``frames`` into ``directory`` (reused when its key matches)."""
-    meta_file = directory / "meta.json"
-    if meta_file.is_file():
-        try:
-            if json.loads(meta_file.read_text(encoding="utf-8")).get("key") == key:
-                return CachedFrames(directory, frames.label, frames.embodiment, frames.size)
-        except (OSError, ValueError, KeyError):
-            pass
+    """Read every frame of ``frames`` into ``directory`` (reused when its key matches and its files
+    are whole; a damaged cache is rebuilt with a warning naming the file)."""
     n = len(frames)
     e = frames.embodiment
     h, w = frames.size
     n_img = sum(c.history.frames for c in e.cameras)
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     shapes: dict[str, tuple[tuple[int, ...], Any]] = {
         "images": ((n, n_img, h, w, 3), np.uint8),
         "state": ((n, len(e.state)), np.float32),
@@ -296,6 +328,12 @@ def build_cache(
         "frame": ((n,), np.int64),
         "task": ((n,), np.int32),
     }
+    reused = _reuse(frames, directory, key, shapes)
+    if reused is not None:
+        return reused
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     arrays = {
         k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=d, shape=s)
         for k, (s, d) in shapes.items()
