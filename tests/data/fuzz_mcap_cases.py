@@ -16,9 +16,11 @@ from .fuzz_inputs import our_bag, robot_yaml, ros2_bag
 # The files of the tree, relative to its root.
 OURS = "rec/episode_000000/episode_000000_0.mcap"  # recorder_node, uncompressed chunks
 OURS_LZ4 = "rec/episode_000001/episode_000001_0.mcap"  # recorder_node, LZ4 chunks
+OLD = "rec/episode_000002/episode_000002_0.mcap"  # recorder_node before d4c3afa: no data-section CRC
 ROS2 = "ros2/ros2_0.mcap"  # ros2 bag record, Zstd chunks (first of two split files)
 ROS2_SECOND = "ros2/ros2_1.mcap"
-FILES = {OURS: "uncompressed", OURS_LZ4: "LZ4", ROS2: "Zstd"}
+FILES = {OURS: "uncompressed", OURS_LZ4: "LZ4", OLD: "uncompressed, no data CRC", ROS2: "Zstd"}
+BAGS = ("rec/episode_000000", "rec/episode_000001", "rec/episode_000002")
 
 OPCODES = {
     0x01: "header", 0x02: "footer", 0x03: "schema", 0x04: "channel", 0x05: "message", 0x06: "chunk",
@@ -49,9 +51,20 @@ def make_bags(root: Path) -> Path:
     """rec/ (two recorder bags: uncompressed, LZ4), ros2/ (Zstd, split in two) and robot.yaml."""
     our_bag(root / "rec/episode_000000", 0, "none")
     our_bag(root / "rec/episode_000001", 1, "lz4")
+    old = our_bag(root / "rec/episode_000002", 2, "none") / Path(OLD).name
+    _without_data_crc(old)
     ros2_bag(root / "ros2")
     (root / "robot.yaml").write_text(robot_yaml())
     return root
+
+
+def _without_data_crc(path: Path) -> None:
+    """Zero the DataEnd record's CRC (0 = "not stored"): a bag as the recorder wrote it before it
+    stored one, and as rosbag2 writes them."""
+    data = bytearray(path.read_bytes())
+    (data_end,) = [pos for op, pos, _ in records(bytes(data)) if op == 0x0F]
+    data[data_end + 9 : data_end + 13] = bytes(4)
+    path.write_bytes(bytes(data))
 
 
 def records(data: bytes) -> Iterator[tuple[int, int, int]]:

@@ -121,6 +121,7 @@ MCAP_CASES = {
     ("MCAP bit flip in a chunk (uncompressed)", "payload 3/8"): r"the data section fails its CRC check",
     ("MCAP bit flip in a chunk (LZ4)", "payload 3/8"): r"the data section fails its CRC check",
     ("MCAP bit flip in a chunk (Zstd)", "payload 3/8"): r"truncated or corrupt",
+    ("MCAP bit flip in a chunk (uncompressed, no data CRC)", "payload 3/8"): r"CRCValidationError",
     ("MCAP bit flip outside chunks (uncompressed)", "of the statistics"): r"summary section fails its CRC",
     ("MCAP bit flip outside chunks (LZ4)", "of the attachment ("): r"the data section fails its CRC check",
     ("MCAP bit flip outside chunks (uncompressed)", "metadata start_ns"): r"the data section fails its CRC",
@@ -175,7 +176,7 @@ def test_skip_bad_leaves_out_a_truncated_bag_and_lists_it(bags: Path, tmp_path: 
         len(skipped) == 1 and str(mcap) in skipped[0].skipped and "truncated or corrupt" in skipped[0].skipped
     )
     ds = LeRobotDataset(tmp_path / "ds", _robot_of(root))
-    assert ds.episodes == (0,) and ds[0].observation.instruction == "transfer the cube 1"
+    assert ds.episodes == (0, 1) and ds[0].observation.instruction == "transfer the cube 1"
 
 
 def _robot_of(root: Path, good: str = "rec/episode_000001") -> object:
@@ -294,7 +295,8 @@ def test_the_cli_with_skip_bad_warns_about_the_bag_it_left_out(
     assert f"qvla-convert: warning: left out {root / 'rec/episode_000001'}: {root / mc.OURS_LZ4}" in (
         capsys.readouterr().err
     )
-    assert LeRobotDataset(out, _robot_of(root, "rec/episode_000000")).episodes == (0,)
+    ds = LeRobotDataset(out, _robot_of(root, "rec/episode_000000"))
+    assert ds.episodes == (0, 1) and ds[len(ds) - 1].observation.instruction == "transfer the cube 2"
 
 
 # ----------------------------------------------------------------------------- caches
