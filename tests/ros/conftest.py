@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,18 @@ from qvla_core.cli.build_checkpoint import tiny_random_command
 from tests.ros.harness import INSTALL, REPO
 
 ROBOTS = sorted((REPO / "config" / "robots").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _robot_side_without_gc_pauses() -> Iterator[None]:
+    """This process plays the robot (it records when each command arrives). By the time the ROS tests
+    run it holds everything earlier tests imported (torch, transformers, MuJoCo: over a million
+    objects), and one full garbage collection over that stalls its threads for up to a second, so
+    a command that arrived on time was recorded late. A robot's driver has no such pauses: what
+    exists when a module starts is frozen out of the collector (new objects are still collected)."""
+    gc.collect()
+    gc.freeze()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +58,15 @@ class FakeRobot:
     """Streams sensor data in a thread; knobs let a test corrupt one input at a time."""
 
     def __init__(
-        self, peer: RosPeer, config: RobotConfig, camera_hz: float = 15.0, state_hz: float = 50.0
+        self,
+        peer: RosPeer,
+        config: RobotConfig,
+        camera_hz: float = 15.0,
+        state_hz: float = 50.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.peer, self.config = peer, config
+        self.clock = clock  # what stamps and the controllers' time are on (sim time in some tests)
         node = peer.node
         emb = config.embodiment
         self.received = Received()
@@ -86,6 +93,7 @@ class FakeRobot:
                     out.joint_names, [self._start_position(ch) for ch in out.channels]
                 )
                 where.update({ch: (out.topic, j) for j, ch in enumerate(out.channels)})
+        self._traj_subs: dict[str, Any] = {}
         self._state_source = {
             src.topic: [where.get(ch) for ch in src.channels] for src in config.ros.joint_states
         }
@@ -113,9 +121,7 @@ class FakeRobot:
         for out in config.ros.outputs:
             if isinstance(out, TrajectoryOutput):
                 self.received.trajectories[out.topic] = []
-                node.create_subscription(
-                    JointTrajectory, out.topic, lambda m, t=out.topic: self._on_traj(t, m), 10
-                )
+                self.subscribe_controller(out.topic)
             elif isinstance(out, PoseOutput) and out.type in ("goal_pose", "path"):
                 store = self.received.poses if out.type == "goal_pose" else self.received.paths
                 store[out.topic] = []
@@ -149,7 +155,7 @@ class FakeRobot:
                 list(msg.joint_names),
                 [to_sec(p.time_from_start) for p in msg.points],
                 np.array([list(p.positions) for p in msg.points]),
-                now,
+                self.clock(),
             )
             if not ok:
                 self.rejections.append(f"{topic}: {self.controllers[topic].last_rejection}")
@@ -205,10 +211,10 @@ class FakeRobot:
                 continue
             now = time.time()
             if now >= next_state:
-                self._publish_states(now)
+                self._publish_states(self.clock())
                 next_state += 1.0 / self.state_hz
             if now >= next_cam:
-                self._publish_cameras(now)
+                self._publish_cameras(self.clock())
                 next_cam += 1.0 / self.camera_hz
             time.sleep(max(0.0, min(next_cam, next_state) - time.time()))
 
@@ -235,13 +241,49 @@ class FakeRobot:
         return out
 
     def _publish_cameras(self, now: float) -> None:
-        for cam, pub in self._camera_pubs.items():
+        with self._lock:
+            pubs = list(self._camera_pubs.items())  # a camera driver may be restarting
+        for cam, pub in pubs:
             if cam in self.paused_inputs:
                 continue
             msg = self.image_override.get(cam, self._frames[cam])
             msg.header.stamp = stamp_of(now + self.stamp_offset.get(cam, 0.0))
             pub.publish(msg)
             self.sent_images[cam].append(to_sec(msg.header.stamp))
+
+    def subscribe_controller(self, topic: str) -> None:
+        """The controller on ``topic`` listens (again)."""
+        self._traj_subs[topic] = self.peer.node.create_subscription(
+            JointTrajectory, topic, lambda m, t=topic: self._on_traj(t, m), 10
+        )
+
+    def unsubscribe_controller(self, topic: str) -> None:
+        """The controller on ``topic`` is unloaded: nothing subscribes to its command topic."""
+        self.peer.node.destroy_subscription(self._traj_subs.pop(topic))
+
+    def kill_camera(self, camera: str) -> float:
+        """The camera driver dies: its publisher is destroyed. Returns the stamp of its last frame."""
+        with self._lock:
+            pub = self._camera_pubs.pop(camera)
+        time.sleep(0.05)  # a publish of the streaming thread in progress finishes
+        self.peer.node.destroy_publisher(pub)
+        return self.sent_images[camera][-1]
+
+    def restart_camera(self, camera: str) -> None:
+        """The driver comes back: a new publisher on the same topic."""
+        cam = next(c for c in self.config.ros.cameras if c.camera == camera)
+        pub = self.peer.node.create_publisher(
+            CompressedImage if cam.compressed else Image, cam.topic, qos_profile_sensor_data
+        )
+        with self._lock:
+            self._camera_pubs[camera] = pub
+
+    def teleport(self, positions: dict[str, list[float]]) -> None:
+        """Controllers (by topic) jump to new positions with no trajectory, as after a sim reset."""
+        with self._lock:
+            for topic, q in positions.items():
+                old = self.controllers[topic]
+                self.controllers[topic] = TrajectoryExecutor(old.joint_names, q)
 
     def close(self) -> None:
         self._stop.set()

@@ -234,6 +234,9 @@ BAD_INPUTS: list[tuple[str, dict[str, Any]]] = [
     ("missing joint", {"state": ("/follower_right/joint_states", "missing")}),
     ("stamps from the future", {"offset": ("cam_high", 5.0)}),
     ("stamps from the past", {"offset": ("/follower_left/joint_states", -3.0)}),
+    ("camera stamps 0.5 s in the future", {"offset": ("cam_left_wrist", 0.5)}),
+    ("camera stamps 0.5 s in the past", {"offset": ("cam_left_wrist", -0.5)}),
+    ("joint stamps 0.5 s in the future", {"offset": ("/follower_right/joint_states", 0.5)}),
 ]
 
 

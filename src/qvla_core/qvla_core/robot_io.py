@@ -157,6 +157,16 @@ class SafetySettings(Strict):
     continuity_tolerance: float = Field(
         default=0.3, gt=0, description="Largest jump of the first command from the measured state [rad/m]."
     )
+    max_inference_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=60.0,
+        description=(
+            "An inference still running after this long [s] counts as hung: the robot is held until a "
+            "chunk arrives again (the plan it is executing was made from ever older sensors). Default: "
+            "half a chunk (horizon / control_rate_hz / 2)."
+        ),
+    )
 
 
 class LeaderJointStateInput(Strict):

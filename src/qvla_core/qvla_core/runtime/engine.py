@@ -369,6 +369,16 @@ class PolicyEngine:
             except ObservationError as exc:
                 self._log_throttled("warn", "state", str(exc))
                 return False
+            # In a dry run nothing executes the plan, so the robot is not expected to follow it.
+            tracked = self._waypoint_cols is None and not self.dry_run
+            planned = self._scheduler.current_target(state_stamp) if tracked else None
+            off = None if planned is None else self._safety.off_plan(planned, state)
+        if off is not None:
+            channel, error = off
+            why = "moved or reset from outside"
+            self._fault_now(f"robot is {error:.3f} from the plan on {channel} ({why}): plan dropped", now)
+            return True
+        with self._lock:
             prefix, weight = self._scheduler.prefix(now, self._delay_budget(), synced.stamp)
             if prefix.shape[0] == 0 and self._hold_prefix:
                 prefix, weight = self._start_prefix(state, synced.stamp, now)

@@ -139,6 +139,20 @@ class SafetyFilter:
             limit_clamped=tuple(n for n, hit in zip(self.names, limit, strict=True) if hit),
         )
 
+    def off_plan(self, planned: npt.ArrayLike, measured_state: npt.ArrayLike) -> tuple[str, float] | None:
+        """The channel (and distance) where the measured state is farther than ``continuity_tolerance``
+        from what the plan commands at the state's stamp, or None. Servo lag stays well inside it
+        (under 0.1 rad in the MuJoCo ALOHA at full speed); beyond it the robot was moved from outside
+        (a reset, a push, a collision) and the plan no longer describes it. Grippers are not compared
+        (a closed grip holds a command inside the measured opening)."""
+        start = self._start_point(measured_state)
+        error = np.abs(np.asarray(planned, dtype=np.float64) - start)
+        error[np.isnan(error)] = 0.0
+        worst = int(np.argmax(error))
+        if error[worst] > self.settings.continuity_tolerance:
+            return self.names[worst], float(error[worst])
+        return None
+
     def _start_point(self, measured_state: npt.ArrayLike | None) -> F64:
         """Measured value per action channel, NaN where there is none."""
         start = np.full(len(self.names), np.nan)

@@ -6,6 +6,7 @@ launch logic (qvla_ros.tools.bringup) builds its parameter dicts from the same n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,9 @@ class Param:
     low: float | None = None
     high: float | None = None
     read_only: bool = False
+    # Besides ``choices``, values matching this regex are accepted (``what`` says what they are).
+    pattern: str = ""
+    pattern_what: str = ""
 
     def descriptor(self) -> ParameterDescriptor:
         d = ParameterDescriptor(
@@ -47,6 +51,8 @@ class Param:
         )
         if self.choices:
             d.additional_constraints = "one of: " + ", ".join(self.choices)
+            if self.pattern:
+                d.additional_constraints += f"; or {self.pattern_what}"
         if self.low is not None and self.high is not None:
             if isinstance(self.default, int) and not isinstance(self.default, bool):
                 d.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=0)]
@@ -61,7 +67,10 @@ class Param:
         if type(value) is not type(self.default):
             return f"{self.name} must be {type(self.default).__name__}, got {type(value).__name__}"
         if self.choices and value not in self.choices:
-            return f"{self.name} must be one of {list(self.choices)}, got {value!r}"
+            if self.pattern and re.fullmatch(self.pattern, value):
+                return None
+            alt = f" or {self.pattern_what}" if self.pattern else ""
+            return f"{self.name} must be one of {list(self.choices)}{alt}, got {value!r}"
         if self.low is not None and self.high is not None and not (self.low <= value <= self.high):
             return f"{self.name} must lie in [{self.low}, {self.high}], got {value}"
         return None
@@ -73,8 +82,12 @@ POLICY_NODE_PARAMS: tuple[Param, ...] = (
         "policy",
         "qwen_vla",
         "Which policy drives the robot: the Qwen-VLA model or the scripted TransferCube expert (sim demo), "
-        "or the privileged navigation expert expert_vln_nav (with nav_sim_node).",
+        "the privileged navigation expert expert_vln_nav (with nav_sim_node), "
+        "or a policy of your own as module.path:factory (a callable taking the RobotConfig and returning "
+        "an object with infer(observation) and reset(), importable by the node).",
         choices=("qwen_vla", "expert_transfer_cube", "expert_vln_nav"),
+        pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
+        pattern_what="a plugin module.path:factory",
         read_only=True,
     ),
     Param(

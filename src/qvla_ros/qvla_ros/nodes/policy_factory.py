@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
-from qvla_core.errors import CheckpointError
+from qvla_core.errors import CheckpointError, ConfigError
 from qvla_core.policy import Policy
 from qvla_core.robot_io import RobotConfig
 
@@ -13,6 +14,8 @@ from qvla_core.robot_io import RobotConfig
 def make_policy(params: dict[str, Any], config: RobotConfig) -> Policy:
     _limit_cpu_threads(int(params["torch_threads"]))
     kind = params["policy"]
+    if ":" in kind:
+        return _plugin(kind, config)
     if kind == "expert_transfer_cube":
         from qvla_core.sim.expert import TransferCubeExpert
 
@@ -36,6 +39,23 @@ def make_policy(params: dict[str, Any], config: RobotConfig) -> Policy:
         num_steps=params["num_steps"] or None,
         seed=None if params["seed"] < 0 else params["seed"],
     )
+
+
+def _plugin(spec: str, config: RobotConfig) -> Policy:
+    """``module.path:factory``: a policy of the user's own (or a test's), built from the robot config."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"parameter policy: cannot load the plugin {spec!r} ({type(exc).__name__}: {exc}); the module "
+            "must be importable by the node (installed, or on PYTHONPATH)"
+        ) from exc
+    policy = factory(config)
+    missing = [name for name in ("infer", "reset") if not callable(getattr(policy, name, None))]
+    if missing:
+        raise ConfigError(f"parameter policy: {spec} returned {type(policy).__name__}, which lacks {missing}")
+    return policy  # type: ignore[no-any-return]
 
 
 def _limit_cpu_threads(requested: int) -> None:

@@ -91,6 +91,12 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._engine, self._outputs = engine, outputs
         self._create_entities(p)
+        # What configure loaded (torch, transformers, the model: ~400k objects) leaves the cyclic
+        # garbage collector: a full collection over it stops every thread of this process, the
+        # watchdog's included, for 0.4-0.5 s on a busy 2-core machine, which made the stale-camera
+        # hold come that much late. New objects are still collected; cleanup unfreezes.
+        gc.collect()
+        gc.freeze()
         self._lifecycle_label = "inactive"
         self.get_logger().info(
             f"configured: robot {engine.embodiment.name} ({p['robot_config']}), policy {p['policy']}, "
@@ -217,6 +223,7 @@ class PolicyNode(LifecycleNode):
         if self._outputs is not None:
             self._outputs.destroy()
         self._engine = self._outputs = None
+        gc.unfreeze()  # the model's objects may be garbage now (nothing is commanded: a pause is fine)
         gc.collect()
         _empty_cuda_cache()
 
@@ -289,6 +296,16 @@ class PolicyNode(LifecycleNode):
         return handle
 
     # ---------------------------------------------------------------- status
+    def _outputs_without_subscriber(self) -> list[str]:
+        """Topic outputs (controllers, goal_pose, path) that nothing subscribes to, while commanding."""
+        engine = self._engine
+        if engine is None or engine.dry_run or self._lifecycle_label != "active":
+            return []
+        topics = [
+            o.topic for o in engine.config.ros.outputs if o.type in ("joint_trajectory", "goal_pose", "path")
+        ]
+        return [t for t in topics if self.count_subscribers(t) == 0]
+
     def _publish_status(self) -> None:
         now = self.get_clock().now().to_msg()
         msg = PolicyStatus(lifecycle_state=_LIFECYCLE[self._lifecycle_label])
@@ -320,6 +337,13 @@ class PolicyNode(LifecycleNode):
                 diag.level = max(diag.level, DiagnosticStatus.WARN)
             diag.message = snap.summary()
             diag.values = [KeyValue(key=k, value=v) for k, v in snap.key_values().items()]
+            unheard = self._outputs_without_subscriber()
+            if unheard:
+                # Commands to a topic nobody reads move nothing: say so (a controller not loaded, a
+                # wrong namespace) instead of counting them as sent.
+                diag.level = max(diag.level, DiagnosticStatus.WARN)
+                diag.message += f"; nothing subscribes to {', '.join(unheard)}: is the controller running?"
+                diag.values.append(KeyValue(key="outputs_without_subscriber", value=",".join(unheard)))
         self._status_pub.publish(msg)
         self._diag_pub.publish(DiagnosticArray(header=msg.header, status=[diag]))
 
