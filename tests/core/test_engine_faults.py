@@ -230,3 +230,17 @@ def test_clock_jumping_back_holds_forgets_the_old_timeline_and_recovers(config: 
         assert engine.snapshot().run_state == RunState.RUNNING
     finally:
         engine.shutdown()
+
+
+def test_usable_messages_are_counted_per_input(live: Any) -> None:
+    """/diagnostics reports received_<input>: frames sent minus frames received is what was lost."""
+    engine, _policy, sink, feeder = live
+    wait(lambda: sink.trajectories)
+    feeder.paused.add("cam_low")
+    time.sleep(0.1)
+    before = engine.snapshot().received
+    time.sleep(0.3)
+    after = engine.snapshot().key_values()
+    assert int(after["received_cam_low"]) == before["cam_low"], "a silent camera gains nothing"
+    assert int(after["received_cam_high"]) > before["cam_high"] + 5
+    assert int(after["received_/follower_left/joint_states"]) > 0

@@ -123,6 +123,7 @@ class PolicyEngine:
         self._fault, self._fault_stamp = "", 0.0
         self._conditioned_on = ""
         self._rejections: dict[str, int] = {}
+        self._received: dict[str, int] = dict.fromkeys(inputs, 0)
         self._rejection_times: deque[float] = deque(maxlen=256)
         self._last_log: dict[str, float] = {}
         self._shutdown = False
@@ -155,6 +156,7 @@ class PolicyEngine:
                 if camera in self._history:
                     self._history[camera].push(image, stamp)
                 self._watchdog.feed(camera, stamp)
+                self._received[camera] += 1
                 self._new_data()
         except QvlaError as exc:
             self._reject(camera, str(exc))
@@ -169,6 +171,7 @@ class PolicyEngine:
                 self._merger.update(topic, names, positions, stamp)
                 self._sync.add(topic, stamp, None, now)
                 self._watchdog.feed(topic, stamp)
+                self._received[topic] += 1
                 self._new_data()
         except QvlaError as exc:
             self._reject(topic, str(exc))
@@ -556,6 +559,7 @@ class PolicyEngine:
                 last_fault_stamp=self._fault_stamp,
                 recent_rejections=sum(1 for t in self._rejection_times if t > cutoff),
                 rejections=dict(self._rejections),
+                received=dict(self._received),
                 stage_latency=dict(self._stage_latency),
                 conditioned_on=self._conditioned_on,
                 safety_velocity_clamped=self._safety_velocity,

@@ -29,6 +29,9 @@ class Snapshot:
     last_fault_stamp: float
     recent_rejections: int
     rejections: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(
+        default_factory=dict
+    )  # usable messages per input (frames lost = sent - this)
     stage_latency: dict[str, float] = field(default_factory=dict)
     conditioned_on: str = ""
     safety_velocity_clamped: int = 0  # chunks with a point slowed to a channel's max_velocity
@@ -54,6 +57,7 @@ class Snapshot:
         }
         kv.update({f"latency_{k}_s": f"{v:.4f}" for k, v in self.stage_latency.items()})
         kv.update({f"rejected_{k}": str(v) for k, v in self.rejections.items()})
+        kv.update({f"received_{k}": str(v) for k, v in self.received.items()})
         kv["safety_velocity_clamped_chunks"] = str(self.safety_velocity_clamped)
         kv["safety_limit_clamped_chunks"] = str(self.safety_limit_clamped)
         kv["safety_rejected_chunks"] = str(self.safety_rejected)
