@@ -393,7 +393,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def write_weights(root: Path, backbone_type: str, config: dict[str, Any], seed: int, shards: int = 2) -> int:
     """Random bf16 weights of the model config.json describes, as the release's sharded files."""
-    from qvla_core.model.backbone import config_class, model_class
+    from qvla_core.model.backbone_types import config_class, model_class
 
     torch.manual_seed(seed)
     model = model_class(backbone_type)._from_config(config_class(backbone_type).from_dict(config))

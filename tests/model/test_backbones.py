@@ -111,8 +111,7 @@ def test_patches_match_hf_image_processor() -> None:
 )
 def test_full_shapes_construct_on_meta(backbone: str, hidden: int, billions: float) -> None:
     """The full preset's backbone shapes build (on the meta device: no memory, no time)."""
-    from qvla_core.model.backbone import full_config
-    from qvla_core.model.policy import build_random_backbone
+    from qvla_core.model.backbone_configs import build_random_backbone, full_config
     from qvla_core.model.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
     tok = train_tokenizer()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qvla_core.model.backbone import tiny_config
-from qvla_core.model.policy import build_random_backbone
+from qvla_core.model.backbone_configs import build_random_backbone, tiny_config
 from qvla_core.model.tokenizer import SPECIAL_TOKENS
 from qvla_core.model.train import linear_patch_embed
 
