@@ -170,6 +170,16 @@ class Data(Strict):
         default=0, ge=0, le=64, description="DataLoader worker processes (0 = load in the training process)."
     )
     prefetch: int = Field(default=2, ge=1, le=64, description="Batches each worker loads ahead.")
+    early_frames: int = Field(
+        default=0,
+        ge=0,
+        description="Oversample the first this many frames of every episode (with early_weight): at the "
+        "start of an episode the joint state is the same in every scene, so only these frames make the "
+        "policy look where the object is (0 = off).",
+    )
+    early_weight: int = Field(
+        default=1, ge=1, le=100, description="Each of those early frames is drawn this many times per epoch."
+    )
 
 
 class TrainConfig(Strict):

@@ -158,6 +158,10 @@ class FrameSet(torch.utils.data.Dataset[Record]):
         """(N, n_action) each frame's own action (chunk row 0), for statistics."""
         return np.stack([self[r].actions[0] for r in range(len(self))])
 
+    def frame_indices(self) -> npt.NDArray[np.int64]:
+        """(N,) each row's frame index within its episode (for oversampling the start)."""
+        return np.array([self[r].frame for r in range(len(self))], dtype=np.int64)
+
 
 def stack(records: Sequence[Record], rows: Sequence[int], part: int, embodiment: str) -> TrainingBatch:
     return TrainingBatch(
@@ -253,6 +257,9 @@ class CachedFrames(FrameSet):
 
     def action_rows(self) -> npt.NDArray[np.float32]:
         return np.asarray(self.arrays["actions"][:, 0], dtype=np.float32)
+
+    def frame_indices(self) -> npt.NDArray[np.int64]:
+        return np.asarray(self.arrays["frame"], dtype=np.int64)
 
 
 def cache_key(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.profiler import record_function
@@ -26,7 +27,7 @@ from torch.profiler import record_function
 from qvla_core.errors import TrainingError
 from qvla_core.training.augment import augment_images
 from qvla_core.training.evaluate import conditioner, evaluate
-from qvla_core.training.frames import FramePool, TrainingBatch
+from qvla_core.training.frames import FramePool, FrameSet, TrainingBatch
 from qvla_core.training.sampler import StepSampler
 from qvla_core.training.session import RunSpec, Session
 
@@ -84,6 +85,17 @@ class _StopFlag:
         log.warning("Ctrl-C: saving a checkpoint after this step (press again to abort without saving)")
 
 
+def early_oversampled(part: FrameSet, early_frames: int, weight: int) -> np.ndarray | None:
+    """The rows of one epoch of ``part`` with each episode's first ``early_frames`` frames ``weight``
+    times (config ``data.early_frames`` / ``early_weight``); None when off."""
+    if early_frames <= 0 or weight <= 1:
+        return None
+    frames = part.frame_indices()
+    rows = np.arange(len(frames))
+    early = rows[frames < early_frames]
+    return np.concatenate([rows, *([early] * (weight - 1))])
+
+
 class Loop:
     """Steps a prepared :class:`Session`."""
 
@@ -94,9 +106,11 @@ class Loop:
     def _loader(self, start: int) -> Iterator[TrainingBatch]:
         s = self.s
         cfg = s.config
+        early = cfg.data.early_frames, cfg.data.early_weight
         sampler = StepSampler(
-            [len(p) for p in s.train_parts], cfg.schedule.batch_size, cfg.seed, start, cfg.schedule.steps
-        )
+            [len(p) for p in s.train_parts], cfg.schedule.batch_size, cfg.seed, start, cfg.schedule.steps,
+            row_maps=[early_oversampled(p, *early) for p in s.train_parts],
+        )  # fmt: skip
         workers = cfg.data.workers
         loader = torch.utils.data.DataLoader(
             FramePool(s.train_parts),

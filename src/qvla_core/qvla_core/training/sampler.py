@@ -17,9 +17,21 @@ import numpy as np
 class StepSampler:
     """Yields, for steps ``start`` .. ``stop - 1``, a list of ``(part, row)`` pairs (one part each)."""
 
-    def __init__(self, sizes: Sequence[int], batch_size: int, seed: int, start: int, stop: int) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        batch_size: int,
+        seed: int,
+        start: int,
+        stop: int,
+        row_maps: Sequence[np.ndarray | None] | None = None,
+    ) -> None:
+        """``row_maps[part]``: the rows an epoch of that part visits, repeats allowed (oversampling);
+        None = each row once. ``sizes`` are then the maps' lengths."""
         if not sizes or min(sizes) <= 0:
             raise ValueError(f"every frame set needs frames, got sizes {list(sizes)}")
+        self.row_maps = list(row_maps) if row_maps is not None else [None] * len(sizes)
+        sizes = [len(m) if m is not None else n for m, n in zip(self.row_maps, sizes, strict=True)]
         self.sizes = [int(n) for n in sizes]
         self.batch_size = batch_size
         self.seed = seed
@@ -52,6 +64,9 @@ class StepSampler:
         for epoch in np.unique(pos // n):  # a batch may straddle two epochs (or more, if B > n)
             sel = pos // n == epoch
             out[sel] = self._permutation(part, int(epoch))[pos[sel] % n]
+        row_map = self.row_maps[part]
+        if row_map is not None:
+            out = row_map[out]
         return [int(r) for r in out]
 
     def __len__(self) -> int:
