@@ -87,6 +87,7 @@ class Session:
     """A set-up run (see the module docstring); :meth:`save` writes a step checkpoint."""
 
     policies: dict[str, QwenVLAPolicy]
+    backbone_source: Path | None  # the loader's: the input checkpoint's backbone files, if unchanged
     train_parts: list[FrameSet]
     val_parts: dict[int, FrameSet]
     val_rows: dict[int, list[int]]
