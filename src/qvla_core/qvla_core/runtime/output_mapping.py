@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from qvla_core.embodiment import ChannelKind, Embodiment
-from qvla_core.errors import ConfigError
 from qvla_core.robot_io import RobotConfig, TrajectoryOutput
+from qvla_core.runtime.safety import hold_command
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -88,20 +88,7 @@ def waypoints(actions: npt.NDArray[np.floating], columns: npt.NDArray[np.intp]) 
 
 
 def hold_action(emb: Embodiment, state: npt.NDArray[np.floating]) -> FloatArray:
-    """The action that keeps the robot where it is: measured values for absolute channels,
-    clamped into their limits (grippers also 0..1) like every other command: a joint read a
-    little past its limit (or rounded past it in float32) is held at the limit, not beyond."""
-    state_index = {name: i for i, name in enumerate(emb.state_names)}
-    hold = np.zeros(len(emb.action))
-    for j, ch in enumerate(emb.action):
-        if ch.kind in (
-            ChannelKind.joint_position,
-            ChannelKind.gripper,
-            ChannelKind.ee_position,
-            ChannelKind.ee_rotation,
-        ):
-            if ch.name not in state_index:
-                raise ConfigError(f"cannot hold {ch.name}: it is not a state channel")
-            lo, hi = ch.command_range()
-            hold[j] = min(max(float(state[state_index[ch.name]]), lo), hi)
-    return hold
+    """The action that keeps the robot where it is (:func:`~qvla_core.runtime.safety.hold_command`,
+    the one place that decides what a hold is), as one row."""
+    held: FloatArray = hold_command(emb, state).positions[0]
+    return held

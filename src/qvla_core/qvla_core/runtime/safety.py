@@ -33,6 +33,7 @@ from qvla_core.robot_io import SafetySettings
 
 F64 = npt.NDArray[np.float64]
 _DELTA_KINDS = (ChannelKind.joint_delta, ChannelKind.ee_delta)
+_WAYPOINT_KINDS = (ChannelKind.waypoint_x, ChannelKind.waypoint_y, ChannelKind.waypoint_yaw)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,9 @@ class SafetyFilter:
 
 def hold_command(embodiment: Embodiment, measured_state: npt.ArrayLike) -> SafeCommand:
     """One point holding the robot where it is: each absolute action channel takes its
-    same-named measured state (clamped into limits), delta channels take 0 (no motion).
+    same-named measured state (clamped into its command range, grippers also 0..1: a joint read a
+    little past its limit is held at the limit, not beyond), delta and waypoint channels take 0
+    (no motion from where the robot is).
 
     Raises SafetyError if the state is unusable or an absolute channel has no measured
     counterpart (there is no safe value to hold it at). For a joint_trajectory_controller
@@ -226,7 +229,7 @@ def hold_command(embodiment: Embodiment, measured_state: npt.ArrayLike) -> SafeC
     missing = []
     clamped = []
     for a, ch in enumerate(embodiment.action):
-        if ch.kind in _DELTA_KINDS:
+        if ch.kind in _DELTA_KINDS or ch.kind in _WAYPOINT_KINDS:
             continue
         if ch.name not in index:
             missing.append(ch.name)
