@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # n
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, Int32, String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from qvla_core.sim.nav.planner import OccupancyGrid  # noqa: E402
 from qvla_core.sim.nav.scene import generate_scene  # noqa: E402
@@ -144,7 +145,7 @@ def _clear_ahead(seed: int, length: float) -> bool:
     return OccupancyGrid.from_scene(scene, inflation=0.3).line_free((x, y), end)
 
 
-def test_a_base_link_path_is_followed_rep103_and_goal_pose_ignored_when_following_paths() -> None:
+def test_base_link_path_rep103_goal_pose_ignored_when_following_paths_and_pause() -> None:
     seed = next(s for s in range(200, 400) if _clear_ahead(s, 2.5))
     node = InstalledNode(
         "qvla_ros",
@@ -175,6 +176,16 @@ def test_a_base_link_path_is_followed_rep103_and_goal_pose_ignored_when_followin
         assert math.hypot(p.x - 2.0, p.y) < 0.2, (p.x, p.y)
         assert abs(2.0 * math.atan2(q.z, q.w) - math.pi / 2) < 0.2
         assert watch.collisions == 0
+        # ~/pause stops the clock (and the base); resuming starts it again.
+        pause = peer.node.create_client(SetBool, "/qvla_nav_sim/pause")
+        assert pause.wait_for_service(timeout_sec=10.0)
+        assert peer.call(pause, SetBool.Request(data=True)).success
+        time.sleep(0.3)
+        frozen = clock[-1]
+        time.sleep(0.7)
+        assert clock[-1] == frozen
+        assert peer.call(pause, SetBool.Request(data=False)).success
+        wait_for(lambda: clock[-1] > frozen + 0.2, 10.0, "the clock to run again")
     finally:
         peer.close()
         code = node.stop()
