@@ -39,8 +39,8 @@ from std_msgs.msg import Int32, String
 from std_srvs.srv import Trigger
 
 from qvla_core.sim.nav.controller import compose, wrap
+from qvla_core.sim.nav.generate import generate_scene
 from qvla_core.sim.nav.metrics import NavMetrics, episode_metrics, shortest_path_length, summarize
-from qvla_core.sim.nav.scene import generate_scene
 from qvla_ros.io.conversions import to_sec
 from qvla_ros.tools.bringup import nav_sim_demo_specs
 from qvla_ros.tools.node_process import NodeProcess

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from qvla_core.sim.nav.controller import relative
+from qvla_core.sim.nav.generate import OBJECT_WALL_CLEARANCE, START_TARGET_DISTANCE, generate_scene
 from qvla_core.sim.nav.planner import OccupancyGrid
-from qvla_core.sim.nav.scene import (
-    BASE_RADIUS,
-    COLOURS,
-    OBJECT_WALL_CLEARANCE,
-    START_TARGET_DISTANCE,
-    generate_scene,
-)
+from qvla_core.sim.nav.scene import BASE_RADIUS, COLOURS
 
 pytestmark = pytest.mark.sim
 pytest.importorskip("mujoco", reason="MuJoCo not installed: pip install mujoco")

@@ -13,7 +13,8 @@ from qvla_core.errors import ObservationError
 from qvla_core.policy import Observation, Policy
 from qvla_core.sim.nav.controller import compose, wrap
 from qvla_core.sim.nav.expert import GOAL_RADIUS, NavExpert, RandomObjectBaseline
-from qvla_core.sim.nav.scene import NavObject, generate_scene, open_room
+from qvla_core.sim.nav.generate import generate_scene
+from qvla_core.sim.nav.scene import NavObject, open_room
 
 ROOT = Path(__file__).resolve().parents[2]
 EMB = load_embodiment(ROOT / "config" / "robots" / "vln_nav.yaml")

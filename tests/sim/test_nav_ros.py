@@ -27,8 +27,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, Int32, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
+from qvla_core.sim.nav.generate import generate_scene  # noqa: E402
 from qvla_core.sim.nav.planner import OccupancyGrid  # noqa: E402
-from qvla_core.sim.nav.scene import generate_scene  # noqa: E402
 from qvla_ros.io import conversions as conv  # noqa: E402
 from qvla_ros.tools.bringup import nav_sim_demo_specs  # noqa: E402
 from tests.ros.harness import INSTALL, InstalledNode, RosPeer, wait_for  # noqa: E402

@@ -27,7 +27,8 @@ from qvla_core.errors import ObservationError
 from qvla_core.policy import Policy
 from qvla_core.robot_io import RobotConfig
 from qvla_core.sim.nav.controller import Pose2D, compose, wrap
-from qvla_core.sim.nav.scene import NavScene, generate_scene
+from qvla_core.sim.nav.generate import generate_scene
+from qvla_core.sim.nav.scene import NavScene
 from qvla_ros.io.conversions import to_sec
 from qvla_ros.nodes.nav_sim_node import SCENE_TOPIC
 

@@ -181,7 +181,7 @@ def nav_sim_demo_specs(values: dict[str, str], config_dir: Path) -> list[NodeSpe
 
     Without an ``instruction`` the policy node starts with the first scene's ("go to the blue box");
     the sim publishes every later episode's on /qvla/instruction."""
-    from qvla_core.sim.nav.scene import generate_scene
+    from qvla_core.sim.nav.generate import generate_scene
 
     args = {a.name: a.default for a in (*LAUNCH_ARGUMENTS, *NAV_SIM_ARGUMENTS)} | values
     robot = resolve_robot_config(args["robot_config"] or "vln_nav", config_dir)

@@ -26,7 +26,8 @@ import numpy.typing as npt
 
 from qvla_core.sim.aloha_env import import_mujoco
 from qvla_core.sim.nav.controller import Limits, Pose2D, relative, wrap
-from qvla_core.sim.nav.scene import BASE_RADIUS, COLOURS, WALL_HEIGHT, NavScene, generate_scene
+from qvla_core.sim.nav.generate import generate_scene
+from qvla_core.sim.nav.scene import BASE_RADIUS, COLOURS, WALL_HEIGHT, NavScene
 
 ImageArray = npt.NDArray[np.uint8]
 
