@@ -52,24 +52,23 @@ def tiny_config(
         "eos_token_id": token_ids["<|im_end|>"],
         "bos_token_id": None,
     }
+    # The vision tower's shape but for the per-type keys below.
+    common_vision: dict[str, Any] = {
+        "depth": 2,
+        "hidden_size": vision_width,
+        "intermediate_size": 2 * vision_width,
+        "num_heads": vision_width // 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": 64,
+    }
     if backbone_type == "qwen2_5_vl":
         text = {
             **common_text,
             "num_hidden_layers": 2,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
         }
-        vision = {
-            "depth": 2,
-            "hidden_size": vision_width,
-            "intermediate_size": 2 * vision_width,
-            "num_heads": vision_width // 16,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "out_hidden_size": 64,
-            "fullatt_block_indexes": [1],
-        }
+        vision = {**common_vision, "patch_size": 14, "window_size": 56, "fullatt_block_indexes": [1]}
     elif backbone_type == "qwen3_vl":
         text = {
             **common_text,
@@ -83,14 +82,8 @@ def tiny_config(
             },
         }
         vision = {
-            "depth": 2,
-            "hidden_size": vision_width,
-            "intermediate_size": 2 * vision_width,
-            "num_heads": vision_width // 16,
+            **common_vision,
             "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "out_hidden_size": 64,
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [1],
         }
@@ -112,17 +105,7 @@ def tiny_config(
                 "mrope_interleaved": True,
             },
         }
-        vision = {
-            "depth": 2,
-            "hidden_size": vision_width,
-            "intermediate_size": 2 * vision_width,
-            "num_heads": vision_width // 16,
-            "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "out_hidden_size": 64,
-            "num_position_embeddings": 64,
-        }
+        vision = {**common_vision, "patch_size": 16, "num_position_embeddings": 64}
     return cls(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
 
 
