@@ -193,3 +193,22 @@ def test_base_link_path_rep103_goal_pose_ignored_when_following_paths_and_pause(
         node.close()
     assert code == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_the_launch_file_starts_what_bringup_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """launch/vln_nav_sim.launch.py through the real launch API: bringup's arguments and nodes."""
+    from tests.ros.ros2_commands import require_ros2_tools
+
+    require_ros2_tools()
+    from qvla_ros.tools.bringup import LAUNCH_ARGUMENTS, NAV_SIM_ARGUMENTS
+    from tests.ros.test_launch import _expand
+
+    values = {"policy": "expert_vln_nav", "device": "cpu", "seed": "7", "real_time_factor": "2"}
+    declared, actions, built = _expand("vln_nav_sim.launch.py", values, monkeypatch)
+    assert declared == [a.name for a in (*LAUNCH_ARGUMENTS, *NAV_SIM_ARGUMENTS)]
+    specs = nav_sim_demo_specs(values, CONFIG_DIR)
+    assert [(k["executable"], k["name"]) for k in built] == [(s.executable, s.name) for s in specs]
+    assert [k["parameters"][0] for k in built] == [s.parameters for s in specs]
+    assert len(actions) == 2
+    assert built[0]["parameters"][0]["real_time_factor"] == 2.0
+    assert built[1]["parameters"][0]["initial_instruction"] == generate_scene(7).instruction
