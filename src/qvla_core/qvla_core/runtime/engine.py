@@ -8,6 +8,13 @@ splices it into the committed plan, then hands the result to an ``EngineSink``
 input goes stale or an inference hangs; with ``watch_period_s`` it runs on a thread of
 its own, so that neither a long (or stuck) inference nor a busy transport executor can
 delay a hold.
+
+Why this file is longer than 400 lines: the run state, the inference worker, the watchdog and what
+is sent to the robot share one lock and one set of rules (a chunk that lost a race with a hold never
+follows it; every fault discards the inference in flight; a plan is dropped together with its
+inputs). They stay in one class so that those rules can be read in one place. What could leave has
+left: sensor inputs (inputs.py), status (engine_status.py), splicing and the delay budget
+(scheduler.py), the safety filter, input ages and the hold (safety.py).
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -26,14 +32,11 @@ from qvla_core.errors import DeviceError, ObservationError, QvlaError, SafetyErr
 from qvla_core.policy import ActionChunk, Observation, Policy
 from qvla_core.robot_io import RobotConfig
 from qvla_core.runtime.engine_status import RunState, Snapshot, clamp_keys
-from qvla_core.runtime.frame_history import CameraHistory
-from qvla_core.runtime.images import check_size
+from qvla_core.runtime.inputs import SensorInputs
 from qvla_core.runtime.instruction import validate_instruction
-from qvla_core.runtime.joint_state import JointStateMerger
 from qvla_core.runtime.output_mapping import hold_action, waypoint_columns, waypoints
-from qvla_core.runtime.safety import SafetyFilter, Watchdog
-from qvla_core.runtime.scheduler import ChunkScheduler
-from qvla_core.runtime.sync import ApproximateTimeSync
+from qvla_core.runtime.safety import SafetyFilter
+from qvla_core.runtime.scheduler import ChunkScheduler, InferenceDelay
 
 F64 = npt.NDArray[np.float64]
 # A clock that goes back by more than this (sim reset, looped bag) invalidates every held stamp.
@@ -80,16 +83,7 @@ class PolicyEngine:
         self._clock, self._sink, self._decode = clock, sink, decode
         self._max_instruction_length = max_instruction_length
         self._idle_poll_s = idle_poll_s
-        self._cameras = {c.name: c for c in emb.cameras}
-        self._history = {c.name: CameraHistory(c) for c in emb.cameras if c.history.frames > 1}
-        self._merger = JointStateMerger(config)
-        inputs = [c.camera for c in io.cameras] + [j.topic for j in io.joint_states]
-        self._sync: ApproximateTimeSync[Any] = ApproximateTimeSync(
-            inputs, io.sync.slop_s, io.sync.max_age_s, io.sync.queue_size
-        )
-        limits = {c.camera: io.safety.max_image_age_s for c in io.cameras}
-        limits.update({j.topic: io.safety.max_state_age_s for j in io.joint_states})
-        self._watchdog = Watchdog(limits)
+        self._inputs = SensorInputs(config)
         # A plan older than this is not trusted to run on: half a chunk unless the YAML says otherwise.
         self._max_inference_s = io.safety.max_inference_s or emb.horizon * emb.dt / 2.0
         self._infer_started: float | None = None  # engine-clock time the running inference began
@@ -119,18 +113,14 @@ class PolicyEngine:
         self._clamped_channels: dict[str, int] = {}
         self._last_latency = 0.0
         self._stage_latency: dict[str, float] = {}
-        self._delay_mean = self._delay_dev = 0.0
+        self._delay = InferenceDelay()
         self._fault, self._fault_stamp = "", 0.0
         self._conditioned_on = ""
-        self._rejections: dict[str, int] = {}
-        self._received: dict[str, int] = dict.fromkeys(inputs, 0)
-        self._rejection_times: deque[float] = deque(maxlen=256)
         self._last_log: dict[str, float] = {}
         self._shutdown = False
         self._data_version = 0
         # Serialises what goes to the robot: a chunk that lost a race with a hold must not follow it.
         self._send_lock = threading.Lock()
-        self._delay_seeded = False
         self._worker = threading.Thread(target=self._work, name="qvla-inference", daemon=True)
         self._worker.start()
         self._stop_watch = threading.Event()
@@ -145,18 +135,12 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ inputs (cheap)
     def on_camera(self, camera: str, stamp: float, msg: Any) -> None:
-        # Decoded on arrival (zero-copy for rgb8): a frame that cannot be used must not count as
-        # fresh, so a camera sending only bad frames goes stale and the watchdog holds the robot.
+        # Decoded on arrival (zero-copy for rgb8), so that a frame that cannot be used is never fresh.
         now = self._clock()
         try:
             image = self._decode(msg)
-            check_size(image, self._cameras[camera])
             with self._lock:
-                self._sync.add(camera, stamp, image, now)
-                if camera in self._history:
-                    self._history[camera].push(image, stamp)
-                self._watchdog.feed(camera, stamp)
-                self._received[camera] += 1
+                self._inputs.add_camera(camera, stamp, image, now)
                 self._new_data()
         except QvlaError as exc:
             self._reject(camera, str(exc))
@@ -167,11 +151,7 @@ class PolicyEngine:
         now = self._clock()
         try:
             with self._lock:
-                self._sync.check(topic, stamp, now)  # a future stamp must not poison the merger
-                self._merger.update(topic, names, positions, stamp)
-                self._sync.add(topic, stamp, None, now)
-                self._watchdog.feed(topic, stamp)
-                self._received[topic] += 1
+                self._inputs.add_joint_state(topic, names, positions, stamp, now)
                 self._new_data()
         except QvlaError as exc:
             self._reject(topic, str(exc))
@@ -189,8 +169,7 @@ class PolicyEngine:
 
     def _reject(self, source: str, text: str) -> None:
         with self._lock:
-            self._rejections[source] = self._rejections.get(source, 0) + 1
-            self._rejection_times.append(time.monotonic())
+            self._inputs.reject(source)
         self._log_throttled("warn", f"rejected input from {source}", f"{source}: {text}")
 
     # ------------------------------------------------------------------ commands from the operator
@@ -250,7 +229,7 @@ class PolicyEngine:
             back, self._last_check = self._last_check - now, now
             live = self._active and self._run in (RunState.RUNNING, RunState.FAULT)
             running = self._active and self._run == RunState.RUNNING
-            stale = self._watchdog.stale(now) if running else {}
+            stale = self._inputs.watchdog.stale(now) if running else {}
             started = self._infer_started
         if back > _CLOCK_JUMP_S:
             # A sim reset or a bag replayed in a loop: every stamp held is from another timeline, and
@@ -272,11 +251,7 @@ class PolicyEngine:
 
     def _forget_inputs(self) -> None:
         """Under the lock: drop every held input, stamp and the plan (they are on an old timeline)."""
-        self._sync.clear()
-        for history in self._history.values():
-            history.clear()
-        self._merger.reset()
-        self._watchdog.reset()
+        self._inputs.forget()
         self._scheduler.reset()
         self._last_used_stamp = -math.inf
         self._instruction_version += 1  # an inference in flight is discarded
@@ -293,7 +268,7 @@ class PolicyEngine:
 
     def _until_next_check(self, period_s: float) -> float:
         with self._lock:
-            due = self._watchdog.next_expiry() - self._clock()
+            due = self._inputs.until_stale(self._clock())
         # A finite, future expiry: wake just after it; otherwise (never fed, or already stale) poll.
         return min(period_s, max(0.001, due + 1e-4)) if math.isfinite(due) and due > 0 else period_s
 
@@ -313,7 +288,7 @@ class PolicyEngine:
                 return
             self._holding = True
             try:
-                state, _ = self._merger.state(self._clock(), max_age_s=math.inf)
+                state, _ = self._inputs.merger.state(self._clock(), max_age_s=math.inf)
             except ObservationError:
                 state = None
         if self.dry_run:
@@ -358,17 +333,17 @@ class PolicyEngine:
         """One inference if a fresh complete observation exists; False when there was none."""
         now = self._clock()
         with self._lock:
-            synced = self._sync.latest(now)
+            synced = self._inputs.latest(now)
             if synced is None or synced.stamp <= self._last_used_stamp:
                 return False
-            if self._watchdog.stale(now):
+            if self._inputs.watchdog.stale(now):
                 return False
             version = self._instruction_version
             instruction = self._instruction
             self._last_used_stamp = synced.stamp
-            history = {name: h.frames(synced.stamp) for name, h in self._history.items()}
+            history = self._inputs.frames(synced.stamp)
             try:
-                state, state_stamp = self._merger.state(now)
+                state, state_stamp = self._inputs.merger.state(now)
             except ObservationError as exc:
                 self._log_throttled("warn", "state", str(exc))
                 return False
@@ -382,11 +357,11 @@ class PolicyEngine:
             self._fault_now(f"robot is {error:.3f} from the plan on {channel} ({why}): plan dropped", now)
             return True
         with self._lock:
-            prefix, weight = self._scheduler.prefix(now, self._delay_budget(), synced.stamp)
+            prefix, weight = self._scheduler.prefix(now, self._delay.budget(), synced.stamp)
             if prefix.shape[0] == 0 and self._hold_prefix:
                 prefix, weight = self._start_prefix(state, synced.stamp, now)
             self._infer_started = now
-        images = {name: history.get(name, synced.payloads[name][None]) for name in self._cameras}
+        images = {name: history.get(name, synced.payloads[name][None]) for name in self._inputs.cameras}
         observation = Observation(
             images=images,
             state=state,
@@ -415,7 +390,7 @@ class PolicyEngine:
         """RTC with nothing committed yet: the robot stays where it is until the chunk arrives,
         so the first chunk is inpainted to start from the measured position (no jump)."""
         rows = min(
-            self._scheduler.first_future_row(stamp, now + self._delay_budget()) + 1, self.embodiment.horizon
+            self._scheduler.first_future_row(stamp, now + self._delay.budget()) + 1, self.embodiment.horizon
         )
         hold = hold_action(self.embodiment, state).astype(np.float32)
         return np.repeat(hold[None, :], rows, axis=0), np.ones(rows, dtype=np.float32)
@@ -425,10 +400,10 @@ class PolicyEngine:
     ) -> None:
         now = self._clock()
         with self._lock:
-            self._update_delay(wall)
+            self._delay.update(wall)
             if version != self._instruction_version or not self._active:
                 return  # paused, stopped, faulted or re-instructed while inferring: discard
-            if self._watchdog.stale(now):
+            if self._inputs.watchdog.stale(now):
                 return  # an input went stale while inferring: the watchdog holds (or has held)
             self._chunks += 1
             self._last_latency = chunk.total_latency
@@ -491,19 +466,6 @@ class PolicyEngine:
         first_due = chunk.observation_stamp if traj is None else traj.start_stamp
         self._sink.publish_chunk(chunk, first_due, instruction)
 
-    def _update_delay(self, wall: float) -> None:
-        if not self._delay_seeded:
-            self._delay_seeded = True
-            self._delay_mean, self._delay_dev = wall, wall / 2
-        else:
-            self._delay_dev = 0.75 * self._delay_dev + 0.25 * abs(wall - self._delay_mean)
-            self._delay_mean = 0.875 * self._delay_mean + 0.125 * wall
-
-    def _delay_budget(self) -> float:
-        """How late the next chunk may arrive, budgeted like TCP's retransmission timeout (mean +
-        4 deviations): rows until then are inpainted exactly, so a late chunk still joins smoothly."""
-        return self._delay_mean + 4.0 * self._delay_dev
-
     def warm_up(self) -> float | None:
         """Two inferences on a blank observation before anything is commanded: the model's first-call
         costs (allocation, kernel selection, lazy initialisation) are paid outside the control loop,
@@ -531,7 +493,7 @@ class PolicyEngine:
         finally:
             self.policy.reset()
         with self._lock:
-            self._update_delay(wall)
+            self._delay.update(wall)
         return wall
 
     def _count_clamps(self, keys: set[str]) -> None:
@@ -547,7 +509,6 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ status and lifetime
     def snapshot(self) -> Snapshot:
-        cutoff = time.monotonic() - 5.0
         with self._lock:
             return Snapshot(
                 run_state=self._run,
@@ -557,9 +518,9 @@ class PolicyEngine:
                 commands=self._commands,
                 last_fault=self._fault,
                 last_fault_stamp=self._fault_stamp,
-                recent_rejections=sum(1 for t in self._rejection_times if t > cutoff),
-                rejections=dict(self._rejections),
-                received=dict(self._received),
+                recent_rejections=self._inputs.recent_rejections(),
+                rejections=dict(self._inputs.rejections),
+                received=dict(self._inputs.received),
                 stage_latency=dict(self._stage_latency),
                 conditioned_on=self._conditioned_on,
                 safety_velocity_clamped=self._safety_velocity,

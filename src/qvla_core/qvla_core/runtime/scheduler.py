@@ -301,3 +301,24 @@ class ChunkScheduler:
         weight = rtc_weights(k_end, d)
         times = s + np.arange(weight.shape[0], dtype=np.float64) * self.dt
         return self._plan.sample(times).astype(np.float32), weight
+
+
+class InferenceDelay:
+    """How long inferences take, smoothed: the budget for how late the next chunk may arrive,
+    like TCP's retransmission timeout (mean + 4 deviations). The RTC prefix covers the rows until
+    then exactly, so a chunk that comes late still joins the plan smoothly."""
+
+    def __init__(self) -> None:
+        self.mean = self.deviation = 0.0
+        self._seeded = False
+
+    def update(self, seconds: float) -> None:
+        if not self._seeded:
+            self._seeded = True
+            self.mean, self.deviation = seconds, seconds / 2
+        else:
+            self.deviation = 0.75 * self.deviation + 0.25 * abs(seconds - self.mean)
+            self.mean = 0.875 * self.mean + 0.125 * seconds
+
+    def budget(self) -> float:
+        return self.mean + 4.0 * self.deviation
