@@ -136,7 +136,8 @@ def test_model_exception_is_an_inference_fault(live: Any) -> None:
     wait(lambda: sink.trajectories)
     policy.fail = RuntimeError("CUDA error: an illegal memory access")
     wait(lambda: sink.hold_times)
-    assert engine.snapshot().last_fault == "inference failed: RuntimeError: CUDA error: an illegal memory access"
+    fault = engine.snapshot().last_fault
+    assert fault == "inference failed: RuntimeError: CUDA error: an illegal memory access", fault
     policy.fail = None
     n = len(sink.trajectories)
     wait(lambda: len(sink.trajectories) > n)
@@ -156,7 +157,7 @@ def test_a_failing_output_is_an_output_fault_and_the_engine_recovers(live: Any) 
 
 
 def test_a_failing_hold_does_not_kill_the_watchdog(live: Any) -> None:
-    engine, _policy, sink, feeder = live
+    _engine, _policy, sink, feeder = live
     wait(lambda: sink.trajectories)
 
     def broken_hold(positions: np.ndarray) -> None:
@@ -215,7 +216,8 @@ def test_clock_jumping_back_holds_forgets_the_old_timeline_and_recovers(config: 
         clock.t -= 30.0  # the sim restarted its clock
         engine.tick()
         snap = engine.snapshot()
-        assert snap.run_state == RunState.FAULT and snap.last_fault.startswith("clock jumped back by 30.000 s")
+        assert snap.run_state == RunState.FAULT
+        assert snap.last_fault.startswith("clock jumped back by 30.000 s"), snap.last_fault
         assert len(sink.holds) == 1
         np.testing.assert_allclose(sink.holds[0][:6], [0.1, -0.2, 0.3, 0.0, 0.4, 0.0])  # the last measurement
         n = len(sink.trajectories)
