@@ -51,7 +51,10 @@ def _plugin(spec: str, config: RobotConfig) -> Policy:
             f"parameter policy: cannot load the plugin {spec!r} ({type(exc).__name__}: {exc}); the module "
             "must be importable by the node (installed, or on PYTHONPATH)"
         ) from exc
-    policy = factory(config)
+    try:
+        policy = factory(config)
+    except Exception as exc:
+        raise ConfigError(f"parameter policy: the plugin {spec} failed: {type(exc).__name__}: {exc}") from exc
     missing = [name for name in ("infer", "reset") if not callable(getattr(policy, name, None))]
     if missing:
         raise ConfigError(f"parameter policy: {spec} returned {type(policy).__name__}, which lacks {missing}")
