@@ -71,7 +71,8 @@ def main() -> None:
         "",
         f"{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), success radius 1 m, "
         f"{platform.processor() or platform.machine()}, render={args.render}. Command: "
-        f"`python bench/nav_direct.py --seeds {args.seeds}{' --render' if args.render else ''}`.",
+        f"`python bench/nav_direct.py --seeds {args.seeds} --first-seed {args.first_seed}"
+        f"{' --render' if args.render else ''}`.",
         "",
         "| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |",
         "|---|---|---|---|---|---|---|---|---|",
