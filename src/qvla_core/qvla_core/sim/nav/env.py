@@ -12,7 +12,10 @@ booted. :meth:`NavSim.pose_at` interpolates the recorded world pose at an earlie
 waypoints given in base_link at an observation's instant are placed in the world.
 
 Threading and rendering are as in :mod:`qvla_core.sim.aloha_env`: one thread (EGL contexts belong to
-the thread that made them); shadows and anti-aliasing off.
+the thread that made them); shadows and anti-aliasing off. Measured on this project's 2-core CPU
+machine (llvmpipe): a 640x480 frame in ~6 ms, a 320x240 one in ~2.5 ms, ~3,000 control steps/s
+without rendering; each reset builds a new model, and the first render after it a new GL context
+(0.25-0.55 s).
 """
 
 from __future__ import annotations
