@@ -1,0 +1,390 @@
+"""The report of bench/soak.py: docs/bench/soak.md, soak.json (machine-readable, what CI asserts on)
+and soak.png beside it. Rewritten after every sample and marked partial until the run has ended, so
+an interrupted run leaves a valid report of what ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qvla_core.robot_io import load_robot_config
+
+WARMUP_NOTE = "warm-up: the first 20% of the run, at most 5 min"
+RSS_FLAT_PCT = 5.0
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def mem_total_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def fmt(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+class Report:
+    def __init__(self, args: Any, sched: Any, spec: Any) -> None:
+        self.args, self.sched, self.spec = args, sched, spec
+        self.config = load_robot_config(spec.parameters["robot_config"])
+        safety, dt = self.config.ros.safety, self.config.embodiment.dt
+        # A command after a stale input may come at most this late: the image age limit, two control
+        # periods (the watchdog's tick and the command's), 50 ms of transport and scheduling.
+        self.limit_s = safety.max_image_age_s + 2 * dt + 0.05
+        self.out = Path(args.out)
+        self.samples: list[dict[str, Any]] = []
+        self.stale: list[dict[str, Any]] = []
+        self.instructions: list[dict[str, Any]] = []
+        self.faults: list[tuple[float, str]] = []
+        self.latencies: list[float] = []  # inference_latency of every chunk since the start
+        self.notes: list[str] = []
+        self.lost_before_start: dict[str, int] = {}  # sent before the node subscribed: not counted
+        self.t_end_pause = float("inf")  # when every input stopped at the end (its fault is expected)
+        self.final: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}
+        self.complete = False
+        self.t0 = time.time()
+        self.started_utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+    # ------------------------------------------------------------ recording
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self.started_utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0))
+
+    def note(self, text: str) -> None:
+        print(f"soak: {text}", flush=True)
+        self.notes.append(text)
+
+    def add_sample(self, row: dict[str, Any]) -> None:
+        self.samples.append(row)
+
+    def add_instruction(self, t: float, text: str, ok: bool, message: str) -> None:
+        self.instructions.append({"t_s": round(t, 1), "instruction": text, "success": ok, "message": message})
+
+    def add_stale(self, res: dict[str, Any], t0: float) -> None:
+        delays = [v["hold_delay_s"] for v in res["topics"].values()]
+        worst = None if None in delays else max(delays)
+        after = sum(v["commands_after_hold"] for v in res["topics"].values())
+        rec = [v["recovery_s"] for v in res["topics"].values()]
+        entry = {
+            "t_s": round(res["t_last"] - t0, 1),
+            "camera": res["camera"],
+            "t_last": res["t_last"],
+            "t_resume": res["t_resume"],
+            "hold_delay_s": worst,  # the later of the two controllers' holds
+            "per_topic": res["topics"],
+            "commands_after_hold": after,
+            "recovery_s": None if None in rec else max(rec),
+            "on_time": worst is not None and worst <= self.limit_s and after == 0,
+        }
+        self.stale.append(entry)
+        print(
+            f"soak: t={entry['t_s']:.0f} s {res['camera']} stale: hold after {fmt(worst)} s "
+            f"(limit {self.limit_s:.2f}), {after} commands after the hold, recovered in "
+            f"{fmt(entry['recovery_s'])} s",
+            flush=True,
+        )
+
+    # ------------------------------------------------------------ summary
+    def _expected_fault(self, t: float, text: str) -> bool:
+        return any(
+            s["t_last"] - 0.5 <= t <= s["t_resume"] + self.sched.stale_settle_s + 1.0 and s["camera"] in text
+            for s in self.stale
+        )
+
+    def summarize(self) -> dict[str, Any]:
+        rows = [r for r in self.samples if not np.isnan(r["rss_mb"])]
+        warm = [r for r in rows if r["t_s"] >= self.sched.warmup_s]
+        s: dict[str, Any] = {"limit_s": round(self.limit_s, 3), "warmup_s": self.sched.warmup_s}
+        if warm:
+            base = warm[0]["rss_mb"]
+            s["rss_after_warmup_mb"] = base
+            s["rss_last_mb"] = warm[-1]["rss_mb"]
+            s["rss_growth_pct"] = round(100.0 * (warm[-1]["rss_mb"] - base) / base, 2)
+            s["rss_max_deviation_pct"] = round(max(100.0 * abs(r["rss_mb"] - base) / base for r in warm), 2)
+            s["rss_flat"] = s["rss_max_deviation_pct"] <= RSS_FLAT_PCT
+        s["rss_peak_mb"] = max((r["rss_mb"] for r in rows), default=None)
+        s["chunks_observed"] = len(self.latencies)
+        if self.latencies:
+            s["latency_p50_s"] = round(float(np.percentile(self.latencies, 50)), 4)
+            s["latency_p99_s"] = round(float(np.percentile(self.latencies, 99)), 4)
+            s["latency_max_s"] = round(max(self.latencies), 4)
+        delays = [x["hold_delay_s"] for x in self.stale if x["hold_delay_s"] is not None]
+        s["stale_injections"] = len(self.stale)
+        s["stale_on_time"] = sum(1 for x in self.stale if x["on_time"])
+        s["max_hold_delay_s"] = round(max(delays), 4) if delays else None
+        s["all_holds_on_time"] = bool(self.stale) and all(x["on_time"] for x in self.stale)
+        lost = self.final.get("lost") or (self.samples[-1].get("lost") if self.samples else None)
+        s["frames_lost"] = lost
+        s["frames_lost_exact"] = "lost" in self.final
+        s["instruction_changes"] = len(self.instructions)
+        s["instruction_changes_ok"] = sum(1 for x in self.instructions if x["success"])
+        # Faults before the start and after the final stop of every input are the run's own.
+        during = [f for f in self.faults if self.t0 <= f[0] < self.t_end_pause]
+        expected = [f for f in during if self._expected_fault(*f)]
+        s["faults_injected"] = len(expected)
+        s["faults_unexpected"] = [
+            {"t_s": round(t - self.t0, 1), "fault": text} for t, text in during if (t, text) not in expected
+        ]
+        s["robot_max_gap_s"] = {
+            k: max((r.get("robot_max_gap_s", {}).get(k, 0.0) for r in self.samples), default=None)
+            for k in ("camera", "state")
+        }
+        last = self.samples[-1] if self.samples else {}
+        s["commands_received"] = last.get("commands_received", 0)
+        s["node_alive"] = all(r["node_alive"] for r in self.samples)
+        s["exit_code"] = self.final.get("exit_code")
+        s["traceback_in_log"] = self.final.get("traceback_in_log")
+        s["no_crash"] = s["node_alive"] and s["exit_code"] == 0 and not s["traceback_in_log"]
+        s["pass"] = bool(
+            s["no_crash"]
+            and s["all_holds_on_time"]
+            and s.get("rss_flat", False)
+            and s["commands_received"] > 0
+        )
+        return s
+
+    # ------------------------------------------------------------ output
+    def progress_line(self) -> str:
+        r = self.samples[-1]
+        lost = sum(r.get("lost", {}).get(c.camera, 0) for c in self.config.ros.cameras)
+        on_time = sum(1 for x in self.stale if x["on_time"])
+        return (
+            f"soak: {r['t_s'] / 60:5.1f}/{self.args.duration_s / 60:.0f} min  rss {r['rss_mb']:.0f} MB  "
+            f"latency p50 {fmt(r['latency_p50_s'])} p99 {fmt(r['latency_p99_s'])} s  "
+            f"commands {r['commands_received']}  frames lost {lost}  "
+            f"holds on time {on_time}/{len(self.stale)}  "
+            f"load {r['loadavg'][0]:.1f}"
+        )
+
+    def _table_rows(self) -> list[dict[str, Any]]:
+        """One row per sample, or per minute when there are more than 60 samples."""
+        if len(self.samples) <= 60:
+            return self.samples
+        rows, minute = [], -1
+        for r in self.samples:
+            if int(r["t_s"] // 60) != minute:
+                minute = int(r["t_s"] // 60)
+                rows.append(r)
+        if rows[-1] is not self.samples[-1]:
+            rows.append(self.samples[-1])
+        return rows
+
+    def table_text(self) -> str:
+        cams = [c.camera for c in self.config.ros.cameras]
+        head = "| t [min] | RSS [MB] | p50 [s] | p99 [s] | chunks | commands | holds | frames lost (cams) "
+        head += "| load 1m |"
+        lines = [head, "|" + "---:|" * 9]
+        for r in self._table_rows():
+            lost = r.get("lost", {})
+            lines.append(
+                f"| {r['t_s'] / 60:.1f} | {r['rss_mb']:.1f} | {fmt(r['latency_p50_s'])} | "
+                f"{fmt(r['latency_p99_s'])} | {r['chunks_window']} | {r['commands_received']} | "
+                f"{r['holds_received']} | {sum(lost.get(c, 0) for c in cams)} | {r['loadavg'][0]:.2f} |"
+            )
+        return "\n".join(lines)
+
+    def finish(self, final: dict[str, Any], complete: bool) -> None:
+        self.final, self.complete = final, complete
+        self.write(plot=True)
+
+    def write(self, plot: bool = False) -> None:
+        self.summary = self.summarize()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "partial": not self.complete,
+            "command": self.args.command,
+            "started": self.started_utc,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "duration_s": self.args.duration_s,
+            "elapsed_s": round(time.time() - self.t0, 1),
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "mem_gib": round(mem_total_gib(), 1)},
+            "node_parameters": {k: v for k, v in self.spec.parameters.items() if k != "checkpoint"},
+            "ros_domain_id": self.args.domain_id,
+            "schedule": vars(self.sched)
+            | {
+                "stale_at": [float(x) for x in self.sched.stale_at],
+                "instruction_at": [float(x) for x in self.sched.instruction_at],
+            },
+            "summary": self.summary,
+            "stale_injections": self.stale,
+            "instruction_changes": self.instructions,
+            "faults": [{"t_s": round(t - self.t0, 1), "fault": f} for t, f in self.faults],
+            "samples": self.samples,
+            "final": self.final,
+            "notes": self.notes,
+        }
+        _atomic_write(self.out.with_suffix(".json"), json.dumps(data, indent=1, default=str))
+        if plot and self.samples:
+            self._plot()
+        _atomic_write(self.out, self._markdown(data))
+
+    def _plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cams = [c.camera for c in self.config.ros.cameras]
+        t = np.array([r["t_s"] / 60 for r in self.samples])
+        fig, ax = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+        ax[0].plot(t, [r["rss_mb"] for r in self.samples], label="policy node RSS")
+        ax[0].axvspan(0, self.sched.warmup_s / 60, color="0.9", label="warm-up")
+        ax[0].set_ylabel("RSS [MB]")
+        ax[0].legend(loc="lower right")
+        p50 = [np.nan if r["latency_p50_s"] is None else r["latency_p50_s"] for r in self.samples]
+        p99 = [np.nan if r["latency_p99_s"] is None else r["latency_p99_s"] for r in self.samples]
+        ax[1].plot(t, p50, label="p50")
+        ax[1].plot(t, p99, label="p99")
+        ax[1].set_ylabel("inference latency [s]")
+        ax[1].legend(loc="upper right")
+        for c in cams:
+            ax[2].plot(t, [r.get("lost", {}).get(c, np.nan) for r in self.samples], label=c)
+        ax[2].set_ylabel("frames lost (cumulative)")
+        ax[2].legend(loc="upper left", fontsize=7)
+        ax[3].plot(t, [r["loadavg"][0] for r in self.samples], label="1 min load average")
+        for x in self.stale:
+            for a in ax:
+                a.axvline(x["t_s"] / 60, color="r", alpha=0.25, lw=0.8)
+        ax[3].set_ylabel("load (2 cores)")
+        ax[3].set_xlabel("minutes (red lines: stale-camera injections)")
+        fig.tight_layout()
+        tmp = self.out.with_suffix(".png.tmp")
+        fig.savefig(tmp, format="png", dpi=80)
+        plt.close(fig)
+        os.replace(tmp, self.out.with_suffix(".png"))
+
+    def _markdown(self, data: dict[str, Any]) -> str:
+        s, m = self.summary, data["machine"]
+        loads = [r["loadavg"][0] for r in self.samples] or [float("nan")]
+        state = (
+            "complete"
+            if self.complete
+            else f"PARTIAL ({data['elapsed_s']:.0f} of {self.args.duration_s:.0f} s ran)"
+        )
+        yes = {True: "yes", False: "**NO**", None: "-"}
+        lost = s["frames_lost"] or {}
+        out = [
+            "# Soak: the policy node for an hour under a streaming robot",
+            "",
+            f"Run {state}, started {data['started']}, written {data['written']}. "
+            "Generated by `bench/soak.py`; do not edit by hand.",
+            "",
+            f"Command: `{self.args.command}`",
+            "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB RAM; no GPU (device:=cpu "
+            f"dtype:=float32). Shared with other jobs (model training): 1-min load average "
+            f"min {min(loads):.2f} / mean {np.mean(loads):.2f} / max {max(loads):.2f}.",
+            "",
+            "Setup: the installed `policy_node` started as `ros2 launch qvla_ros aloha.launch.py` does, "
+            "with a tiny random checkpoint (`qvla-build-checkpoint --preset tiny`) for "
+            "config/robots/aloha.yaml; a robot stand-in in another process publishes four 640x480 rgb8 "
+            f"cameras at {self.args.camera_hz:g} Hz and two JointState streams at {self.args.state_hz:g} Hz "
+            "(current stamps) and plays both joint_trajectory_controllers. Every "
+            f"{self.sched.instruction_s:.0f} s the instruction changes (/qvla/set_instruction); every "
+            f"{self.sched.stale_s:.0f} s one camera stops for {self.sched.stale_pause_s} s. Samples every "
+            f"{self.sched.sample_s:.0f} s; {WARMUP_NOTE} ({self.sched.warmup_s:.0f} s here). "
+            f"Fast DDS profile config/fastdds.xml, ROS_DOMAIN_ID {self.args.domain_id}.",
+            "",
+            "## Goals",
+            "",
+            "| goal | result | pass |",
+            "|---|---|---|",
+            f"| RSS flat within {RSS_FLAT_PCT:g}% after warm-up | "
+            f"{fmt(s.get('rss_after_warmup_mb'), '.0f')} MB "
+            f"at end of warm-up, {fmt(s.get('rss_last_mb'), '.0f')} MB at the end (growth "
+            f"{fmt(s.get('rss_growth_pct'), '+.2f')}%, largest deviation "
+            f"{fmt(s.get('rss_max_deviation_pct'), '.2f')}%) "
+            f"| {yes[s.get('rss_flat')]} |",
+            f"| every stale camera held within {self.limit_s:.2f} s (max_image_age_s + 2 control periods "
+            f"+ 50 ms), no command after the hold | {s['stale_on_time']}/{s['stale_injections']} on time, "
+            f"latest hold {fmt(s['max_hold_delay_s'])} s | {yes[s['all_holds_on_time']]} |",
+            f"| no crash | node alive throughout: {s['node_alive']}, exit code on SIGINT: {s['exit_code']}, "
+            f"traceback in log: {s['traceback_in_log']} | {yes[s['no_crash']] if self.final else '-'} |",
+            "",
+            "## Summary",
+            "",
+            f"- Inference latency (model call, from /qvla/action_chunk), all {s['chunks_observed']} chunks: "
+            f"p50 {fmt(s.get('latency_p50_s'))} s, p99 {fmt(s.get('latency_p99_s'))} s.",
+            f"- Commands received by the controllers: {s['commands_received']}.",
+            "- Frames lost (sent by the stand-in minus received_<input> in /diagnostics, "
+            + (
+                "exact: all inputs stopped at the end"
+                if s["frames_lost_exact"]
+                else "up to one in flight per input"
+            )
+            + "): "
+            + ", ".join(f"{k} {v}" for k, v in lost.items())
+            + ".",
+            f"- Instruction changes: {s['instruction_changes_ok']}/{s['instruction_changes']} accepted.",
+            f"- Faults in /qvla/status: {s['faults_injected']} from the injected stale cameras; unexpected: "
+            + (
+                "none"
+                if not s["faults_unexpected"]
+                else "; ".join(f"t={f['t_s']} s: {f['fault']}" for f in s["faults_unexpected"])
+            )
+            + ".",
+            f"- Policy node log: {self.final.get('log_warnings', '-')} WARN lines, "
+            f"{self.final.get('log_errors', '-')} ERROR lines"
+            + "".join(f"; {n}x `{m}`" for m, n in self.final.get("log_messages", {}).items())
+            + ".",
+            "- Largest gap between two publishes of the stand-in itself (its own scheduling on the "
+            f"loaded machine): cameras {fmt(s['robot_max_gap_s']['camera'])} s, joint states "
+            f"{fmt(s['robot_max_gap_s']['state'])} s (a joint-state gap over max_state_age_s = "
+            f"{self.config.ros.safety.max_state_age_s} s is a stale input the node must hold on).",
+            "- Not counted: what the stand-in sent before the node subscribed "
+            f"({sum(self.lost_before_start.values())} messages), and the stops before and after the run "
+            "(every input stopped for about a second so that sent minus received is exact).",
+        ]
+        out += [f"- Note: {n}" for n in self.notes]
+        out += [
+            "",
+            "## Stale-camera injections",
+            "",
+            "Hold delay: from the stamp of the camera's last frame to the arrival of the hold "
+            "(JointTrajectory, stamp 0, one point) at the later of the two controllers. Recovery: from the "
+            "camera's first new frame to the next command.",
+            "",
+            "| t [s] | camera | hold delay [s] | commands after hold | recovery [s] | on time |",
+            "|---:|---|---:|---:|---:|---|",
+        ]
+        out += [
+            f"| {x['t_s']:.0f} | {x['camera']} | {fmt(x['hold_delay_s'])} | {x['commands_after_hold']} | "
+            f"{fmt(x['recovery_s'])} | {yes[x['on_time']]} |"
+            for x in self.stale
+        ]
+        out += [
+            "",
+            "## Over time",
+            "",
+            f"![RSS, latency, frames lost, load]({self.out.with_suffix('.png').name})",
+            "",
+        ]
+        out += [
+            "Latency p50/p99 over each window; commands and holds: cumulative at the controllers; frames "
+            "lost: cumulative over the four cameras.",
+            "",
+            self.table_text(),
+            "",
+        ]
+        return "\n".join(out)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
