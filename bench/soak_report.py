@@ -150,8 +150,10 @@ class Report:
         s["exit_code"] = self.final.get("exit_code")
         s["traceback_in_log"] = self.final.get("traceback_in_log")
         s["no_crash"] = s["node_alive"] and s["exit_code"] == 0 and not s["traceback_in_log"]
+        # A run cut short has not shown its goals for the whole duration.
         s["pass"] = bool(
-            s["no_crash"]
+            self.complete
+            and s["no_crash"]
             and s["all_holds_on_time"]
             and s.get("rss_flat", False)
             and s["commands_received"] > 0
