@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -24,21 +24,15 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from qvla_core.errors import QvlaError
-from qvla_core.runtime.engine import EngineSink, PolicyEngine, RunState
+from qvla_core.runtime.engine import EngineSink, PolicyEngine
 from qvla_msgs.msg import PolicyStatus
 from qvla_msgs.srv import SetInstruction
 from qvla_ros.io import conversions as conv
 from qvla_ros.io.outputs import RobotOutputs
 from qvla_ros.io.parameters import POLICY_NODE_PARAMS, declare_all, validate_update
+from qvla_ros.io.status import engine_status, unconfigured_status
 from qvla_ros.nodes.policy_factory import make_policy
 from qvla_ros.nodes.shutdown import prepare_exit, stop_on_signals
-
-_LIFECYCLE = {
-    "unconfigured": PolicyStatus.LIFECYCLE_UNCONFIGURED,
-    "inactive": PolicyStatus.LIFECYCLE_INACTIVE,
-    "active": PolicyStatus.LIFECYCLE_ACTIVE,
-    "finalized": PolicyStatus.LIFECYCLE_FINALIZED,
-}
 
 
 class PolicyNode(LifecycleNode):
@@ -308,42 +302,12 @@ class PolicyNode(LifecycleNode):
 
     def _publish_status(self) -> None:
         now = self.get_clock().now().to_msg()
-        msg = PolicyStatus(lifecycle_state=_LIFECYCLE[self._lifecycle_label])
-        msg.header.stamp = now
         engine = self._engine
-        diag = DiagnosticStatus(name="qvla: policy", hardware_id="qvla")
         if engine is None:
             fault = getattr(self, "_configure_fault", "") or "; ".join(self._startup_faults)
-            msg.last_fault = fault
-            diag.level = DiagnosticStatus.ERROR if fault else DiagnosticStatus.OK
-            diag.message = fault or "unconfigured"
+            msg, diag = unconfigured_status(now, self._lifecycle_label, fault)
         else:
-            snap = engine.snapshot()
-            msg.run_state = int(snap.run_state)
-            msg.dry_run = engine.dry_run
-            msg.instruction = snap.instruction
-            msg.embodiment = engine.embodiment.name
-            msg.last_inference_latency = snap.last_latency
-            msg.chunks_produced = snap.chunks
-            msg.commands_sent = snap.commands
-            msg.last_fault = snap.last_fault
-            msg.last_fault_stamp = conv.to_time(snap.last_fault_stamp)
-            diag.level = {
-                RunState.FAULT: DiagnosticStatus.ERROR,
-                RunState.STOPPED: DiagnosticStatus.WARN,
-                RunState.PAUSED: DiagnosticStatus.OK,
-            }.get(snap.run_state, DiagnosticStatus.OK)
-            if snap.recent_rejections:
-                diag.level = max(diag.level, DiagnosticStatus.WARN)
-            diag.message = snap.summary()
-            diag.values = [KeyValue(key=k, value=v) for k, v in snap.key_values().items()]
-            unheard = self._outputs_without_subscriber()
-            if unheard:
-                # Commands to a topic nobody reads move nothing: say so (a controller not loaded, a
-                # wrong namespace) instead of counting them as sent.
-                diag.level = max(diag.level, DiagnosticStatus.WARN)
-                diag.message += f"; nothing subscribes to {', '.join(unheard)}: is the controller running?"
-                diag.values.append(KeyValue(key="outputs_without_subscriber", value=",".join(unheard)))
+            msg, diag = engine_status(now, self._lifecycle_label, engine, self._outputs_without_subscriber())
         self._status_pub.publish(msg)
         self._diag_pub.publish(DiagnosticArray(header=msg.header, status=[diag]))
 
