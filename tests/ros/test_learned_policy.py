@@ -22,7 +22,7 @@ pytest.importorskip("rclpy", reason="rclpy not importable: source scripts/env.sh
 pytest.importorskip("gym_aloha", reason="gym-aloha (MuJoCo ALOHA model) not installed")
 
 from qvla_core.robot_io import load_robot_config  # noqa: E402
-from qvla_core.sim.expert import Kinematics  # noqa: E402
+from qvla_core.sim.kinematics import Kinematics  # noqa: E402
 from qvla_ros.tools.bringup import sim_demo_specs  # noqa: E402
 from qvla_ros.tools.demo import INSTRUCTION  # noqa: E402
 from qvla_ros.tools.sim_monitor import SimMonitor, run_episode  # noqa: E402

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from qvla_core.sim.expert import Kinematics
+from qvla_core.sim.kinematics import Kinematics
 
 FloatArray = npt.NDArray[np.float64]
 ARM_COLOURS = ((255, 140, 0), (0, 200, 255))  # RGB: left arm orange, right arm cyan
