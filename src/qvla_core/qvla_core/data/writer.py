@@ -9,6 +9,10 @@ a complete dataset. ``meta/info.json`` is the last file written.
 Beyond LeRobot's columns, each episode row carries ``qvla/success`` (bool or null) and
 ``qvla/metadata`` (a JSON object as text); info.json has a ``qvla`` block with the writer's video
 settings. LeRobot's reader ignores both.
+
+Longer than 400 lines because staging, per-episode validation, streaming encoders and the final
+metadata are one transaction (nothing loads as a dataset until finalize); tables.py, video.py and
+stats.py already hold the formats it writes.
 """
 
 from __future__ import annotations

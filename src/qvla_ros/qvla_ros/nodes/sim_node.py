@@ -16,6 +16,10 @@ start pose.
 Threading: all MuJoCo work (model, physics, EGL rendering) happens in one dedicated thread, the sim
 loop; ROS callbacks (trajectories, reset requests) only put items on a thread-safe queue that the loop
 drains before each control step. Publishing from the loop thread is safe in rclpy.
+
+Longer than 400 lines because the sim loop, its pacing against real time and the queue it drains
+are one thread's protocol with the EGL context it owns. nav_sim_node.py repeats that loop's shape for
+the mobile base (listed by `duplicates`); a shared sim-loop base for both is the next clean-up.
 """
 
 from __future__ import annotations
