@@ -230,8 +230,14 @@ def test_every_shipped_robot_says_where_its_actions_come_from_or_cannot_be_recor
     assert "/follower_left/arm_controller/joint_trajectory" not in aloha
     franka = recorded_topics(load_robot_config(REPO / "config/robots/franka.yaml"))
     assert franka["/panda_arm_controller/joint_trajectory"] == "trajectory_msgs/msg/JointTrajectory"
+    nav = recorded_topics(load_robot_config(REPO / "config/robots/vln_nav.yaml"))
+    assert nav["/odom"] == "nav_msgs/msg/Odometry"  # waypoint labels from odometry
+    unrecordable = load_robot_config(REPO / "config/robots/vln_nav.yaml")
+    unrecordable = unrecordable.model_copy(
+        update={"ros": unrecordable.ros.model_copy(update={"recording": None})}
+    )
     with pytest.raises(ConfigError, match=r"vln_nav.*no ros.recording"):
-        recorded_topics(load_robot_config(REPO / "config/robots/vln_nav.yaml"))
+        recorded_topics(unrecordable)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from qvla_core.embodiment import Embodiment, Name, Strict, parse_model, read_yaml
+from qvla_core.embodiment import ChannelKind, Embodiment, Name, Strict, parse_model, read_yaml
 from qvla_core.errors import ConfigError
 
 Topic = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[~/A-Za-z][A-Za-z0-9_/~{}]*$")]
@@ -215,7 +215,22 @@ class CommandedActions(Strict):
     source: Literal["commanded_trajectory"] = Field(description="Selects this action source.")
 
 
-ActionSource = Annotated[LeaderActions | CommandedActions, Field(discriminator="source")]
+class OdometryActions(Strict):
+    """A mobile base's waypoints from where it went: nav_msgs/Odometry on ``topic``. The action of the
+    frame at tick ``k`` is the base's pose at the next frame's instant expressed in base_link at this
+    frame's instant (x forward, y left, yaw counter-clockwise; REP-103), the instant being the
+    observation stamp (the newest image); the pose between two odometry messages is interpolated,
+    and the one before must be at most ``ros.safety.max_state_age_s`` old. After the episode's stop
+    the base stays where it was then. The dataset reader composes these one-step rows into each
+    frame's ``horizon`` waypoints (see docs/recording.md). Only for an embodiment whose action
+    channels are waypoint_x, waypoint_y and (optionally) waypoint_yaw."""
+
+    source: Literal["odometry"] = Field(description="Selects this action source.")
+    topic: Topic = Field(default="/odom", description="nav_msgs/Odometry topic (odom -> base_link).")
+
+
+ActionSource = Annotated[LeaderActions | CommandedActions | OdometryActions, Field(discriminator="source")]
+WAYPOINT_KINDS = (ChannelKind.waypoint_x, ChannelKind.waypoint_y, ChannelKind.waypoint_yaw)
 
 
 class RecordingSettings(Strict):
@@ -257,7 +272,8 @@ class RobotConfig(Strict):
     def _wired(self) -> RobotConfig:
         """ros.cameras names each embodiment camera once; ros.joint_states fill each state channel
         once; trajectory outputs and gripper_raw_range name existing channels; the recording's action
-        source (leader topics of their own, or the trajectory outputs) fills each action channel once."""
+        source (leader topics of their own, or the trajectory outputs) fills each action channel once,
+        or (odometry) the actions are waypoints."""
         emb, io = self.embodiment, self.ros
         cams = [c.camera for c in io.cameras]
         if sorted(cams) != sorted(emb.camera_names):
@@ -287,7 +303,8 @@ class RobotConfig(Strict):
 
 
 def _check_action_source(io: RosIO, emb: Embodiment) -> None:
-    """ros.recording.actions fills every action channel exactly once, from topics of its own."""
+    """ros.recording.actions fills every action channel exactly once, from topics of its own (odometry:
+    the actions are waypoints)."""
     assert io.recording is not None
     source = io.recording.actions
     if isinstance(source, LeaderActions):
@@ -300,6 +317,9 @@ def _check_action_source(io: RosIO, emb: Embodiment) -> None:
         for ch in source.gripper_raw_range or {}:
             if ch not in emb.action_names:
                 raise ValueError(f"ros.recording.actions.gripper_raw_range: {ch} is not an action channel")
+    elif isinstance(source, OdometryActions):
+        _check_odometry_source(io, emb, source)
+        return
     else:
         fed = [ch for out in io.outputs if isinstance(out, TrajectoryOutput) for ch in out.channels]
         where = "ros.outputs (joint_trajectory, the commanded_trajectory action source)"
@@ -309,10 +329,27 @@ def _check_action_source(io: RosIO, emb: Embodiment) -> None:
         )
 
 
+def _check_odometry_source(io: RosIO, emb: Embodiment, source: OdometryActions) -> None:
+    """Odometry labels only waypoints: x and y once each, yaw at most once, nothing else; its topic
+    is not an observation input."""
+    kinds = [c.kind for c in emb.action]
+    ok = all(k in WAYPOINT_KINDS for k in kinds) and all(kinds.count(k) == 1 for k in WAYPOINT_KINDS[:2])
+    if not ok or kinds.count(ChannelKind.waypoint_yaw) > 1:
+        raise ValueError(
+            "ros.recording.actions (source odometry) labels waypoints: the embodiment's action kinds "
+            "must be waypoint_x, waypoint_y and optionally waypoint_yaw, each once; got "
+            f"{[str(k) for k in kinds]}"
+        )
+    inputs = {src.topic for src in io.joint_states} | {c.topic for c in io.cameras}
+    if source.topic in inputs:
+        raise ValueError(f"ros.recording.actions.topic: {source.topic} is also an observation input")
+
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
 
 
 def recorded_topics(config: RobotConfig) -> dict[str, str]:
@@ -330,6 +367,8 @@ def recorded_topics(config: RobotConfig) -> dict[str, str]:
     source = io.recording.actions
     if isinstance(source, LeaderActions):
         topics.update({j.topic: JOINT_STATE_TYPE for j in source.joint_states})
+    elif isinstance(source, OdometryActions):
+        topics[source.topic] = ODOMETRY_TYPE
     else:
         topics.update({o.topic: TRAJECTORY_TYPE for o in io.outputs if isinstance(o, TrajectoryOutput)})
     return topics

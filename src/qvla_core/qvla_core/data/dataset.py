@@ -17,7 +17,9 @@ each failure naming the file, the key or episode and the value. Camera frames co
 A sample at frame ``k`` of an episode is what the policy node would build at that tick: each
 camera's ``history.frames`` frames spaced ``stride_s`` (the nearest frame, a tie to the newer; before
 the episode start the first frame), the state, the task text, and the ``horizon`` actions from
-``k`` on (past the episode's end the last action repeats and ``action_is_pad`` is True).
+``k`` on (past the episode's end the last action repeats and ``action_is_pad`` is True). A waypoint
+embodiment's rows are one-step poses, composed into the waypoints, and its action statistics are
+the waypoints' (:mod:`qvla_core.data.waypoints`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from qvla_core.data.integrity import STAT_NAMES, check_video_spans, checked_stat
 from qvla_core.data.sample import TrainingSample
 from qvla_core.data.tables import Episode, episode_rows, read_episodes, read_frames, read_tasks
 from qvla_core.data.video import probe
+from qvla_core.data.waypoints import WaypointLayout
 from qvla_core.embodiment import Camera, Embodiment, FrameHistory
 from qvla_core.policy import Observation
 
@@ -190,6 +193,10 @@ class LeRobotDataset:
         else:
             self._store = EpisodeFrames(cameras)
         self._stats = self._read_stats()
+        self._waypoints = WaypointLayout(embodiment) if WaypointLayout.applies(embodiment) else None
+        if self._waypoints is not None:
+            rows = [self._frames.action[self._rows[i]] for i in sorted(self._rows)]
+            self._stats[fmt.ACTION_KEY] = self._waypoints.stats(rows, embodiment.horizon)
         self._offsets = {c.name: history_offsets(c.history, self.info.fps) for c in embodiment.cameras}
         self._select(all_episodes if episodes is None else [self._episode(e) for e in episodes])
 
@@ -386,9 +393,13 @@ class LeRobotDataset:
             instruction=self.tasks[int(f.task_index[row])],
             stamp=float(f.timestamp[row]),
         )
+        if self._waypoints is not None:
+            actions = self._waypoints.chunk(f.action[row : min(row + horizon, rows.stop)], horizon)
+        else:
+            actions = f.action[take].copy()
         return TrainingSample(
             observation=observation,
-            actions=f.action[take].copy(),
+            actions=actions,
             action_is_pad=np.arange(row, row + horizon) >= rows.stop,
             episode_index=ep.index,
             frame_index=k,

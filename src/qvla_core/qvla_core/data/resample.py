@@ -11,7 +11,10 @@ frame holds what the policy node would have built at ``t``:
 * the action due at ``t`` from ``ros.recording.actions``: the leader arms' merged JointState (the
   same merger over the leader topics, the leader's gripper range), or the controllers' command at
   ``t`` (:class:`~qvla_core.sim.trajectory_executor.TrajectoryExecutor`, fed every JointTrajectory
-  when the recorder received it, holding the measured start position until the first one).
+  when the recorder received it, holding the measured start position until the first one), or
+  (``odometry``, a mobile base) the pose at the next frame's observation stamp in base_link at this
+  frame's (:mod:`qvla_core.data.waypoints`; after the stop the base stays), so a frame is handed out
+  once the next one is built.
 
 A tick where the observation is incomplete or an input is too old is a gap: an error (naming the
 episode, the time and the input), except before the first complete tick (the start of a bag that
@@ -34,10 +37,12 @@ import numpy as np
 import numpy.typing as npt
 
 from qvla_core.data.mcap_reader import Message, RecordingError
+from qvla_core.data.waypoints import OdometryTrack, WaypointLayout, relative, yaw_of_quaternion
 from qvla_core.errors import ObservationError
 from qvla_core.robot_io import (
     JointStateInput,
     LeaderActions,
+    OdometryActions,
     RobotConfig,
     TrajectoryOutput,
 )
@@ -150,6 +155,7 @@ class EpisodeResampler:
             if isinstance(o, TrajectoryOutput) and self._leader is None
         }
         self._pending: dict[str, _Pending] = {t: _Pending() for t in self._observed}
+        self._odometry = _Odometry(config, label) if isinstance(source, OdometryActions) else None
         self._trajectories: deque[tuple[int, str, Any]] = deque()
         window_s = max(io.sync.max_age_s, io.safety.max_image_age_s, io.safety.max_state_age_s)
         self._window_ns = round(window_s * 1e9)
@@ -158,7 +164,8 @@ class EpisodeResampler:
 
     @property
     def topics(self) -> set[str]:
-        return self._observed | set(self._controllers)
+        extra = {self._odometry.topic} if self._odometry is not None else set()
+        return self._observed | set(self._controllers) | extra
 
     @property
     def lookback_ns(self) -> int:
@@ -179,6 +186,8 @@ class EpisodeResampler:
                 self._trajectories.append((message.log_ns, message.topic, message.msg))
         elif message.topic in self._pending:
             self._pending[message.topic].push(stamp_ns(message.msg), message.msg)
+        elif self._odometry is not None and message.topic == self._odometry.topic:
+            self._odometry.add(message.msg)
 
     def ready(self, log_ns: int) -> Iterator[Frame]:
         """Frames of the ticks that no message logged after ``log_ns`` can change any more."""
@@ -186,7 +195,7 @@ class EpisodeResampler:
             frame = self._tick(self._next)
             self._next += self.dt_ns
             if frame is not None:
-                yield frame
+                yield from self._settle(frame)
 
     def finish(self) -> Iterator[Frame]:
         """The remaining ticks, up to the episode's stop."""
@@ -194,7 +203,9 @@ class EpisodeResampler:
             frame = self._tick(self._next)
             self._next += self.dt_ns
             if frame is not None:
-                yield frame
+                yield from self._settle(frame)
+        if self._odometry is not None and self._odometry.held is not None:
+            yield self._odometry.release(self._odometry.track.pose_until(self.stop_ns / 1e9))
         if self._frames == 0:
             raise RecordingError(
                 f"{self.label}: empty episode: no control tick between {self.start_ns / 1e9:.3f} s and "
@@ -239,7 +250,22 @@ class EpisodeResampler:
         state, _ = self._merger.state(now)
         return state
 
+    def _settle(self, frame: Frame) -> Iterator[Frame]:
+        """Odometry labels: hand out the previous frame, now that this one's instant is known."""
+        if self._odometry is None:
+            yield frame
+            return
+        pose = self._odometry.current
+        if self._odometry.held is not None:
+            yield self._odometry.release(pose)
+        self._odometry.held = (frame, pose)
+
     def _action(self, t: int, now: float, state: FloatArray) -> FloatArray:
+        if self._odometry is not None:
+            synced = self._sync.latest(now)
+            assert synced is not None  # _observation_state checked it
+            self._odometry.current = self._odometry.track.pose_at(synced.stamp)
+            return np.zeros(self._n_action, dtype=np.float32)  # set when the next frame is known
         if self._leader is not None:
             action, _ = self._leader.state(now)
             return action
@@ -336,3 +362,39 @@ class EpisodeResampler:
         except ObservationError as exc:
             raise RecordingError(f"{self.label}: {topic} at {stamp:.3f} s: {exc}") from None
         return image
+
+
+class _Odometry:
+    """The odometry of one episode and the frame waiting for its label (see the module docstring)."""
+
+    def __init__(self, config: RobotConfig, label: str) -> None:
+        assert config.ros.recording is not None
+        source = config.ros.recording.actions
+        assert isinstance(source, OdometryActions)
+        self.topic, self.label = source.topic, label
+        self.track = OdometryTrack(source.topic, config.ros.safety.max_state_age_s)
+        self.layout = WaypointLayout(config.embodiment)
+        self.current = np.zeros(3)
+        self.held: tuple[Frame, npt.NDArray[np.float64]] | None = None
+
+    def add(self, msg: Any) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        pose = (float(p.x), float(p.y), yaw_of_quaternion(q.x, q.y, q.z, q.w))
+        stamp = stamp_ns(msg) / 1e9
+        if not all(math.isfinite(v) for v in (*pose, stamp)):
+            raise RecordingError(f"{self.label}: {self.topic} at {stamp:.3f} s: a non-finite pose {pose}")
+        self.track.add(stamp, pose)
+
+    def release(self, next_pose: npt.NDArray[np.float64]) -> Frame:
+        """The held frame with its label: ``next_pose`` in base_link at the frame's instant."""
+        assert self.held is not None
+        frame, pose = self.held
+        self.held = None
+        step = relative(pose, next_pose)[0]
+        if self.layout.outside(step):
+            raise RecordingError(
+                f"{self.label}: {self.topic}: the base moved ({step[0]:.2f}, {step[1]:.2f}) m between frame "
+                f"{frame.index} and the next, beyond the robot YAML's x/y waypoint limits "
+                f"{self.layout.limits_text()}: a jump in the odometry (reset mid-episode?)"
+            )
+        return Frame(frame.index, frame.stamp_ns, frame.state, self.layout.to_row(step), frame.images)
