@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,27 +34,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, Int32, String
 from std_srvs.srv import SetBool, Trigger
 
-from qvla_core.errors import ConfigError, QvlaError
+from qvla_core.errors import ConfigError
 from qvla_core.robot_io import PoseOutput, load_robot_config
 from qvla_core.sim.nav.controller import PathFollower, compose
 from qvla_core.sim.nav.env import CONTROL_DT
 from qvla_ros.io import conversions as conv
 from qvla_ros.io.parameters import Param, check_update, declare_all
-from qvla_ros.nodes.shutdown import prepare_exit, stop_on_signals
+from qvla_ros.nodes.shutdown import run_sim_node
 
 try:  # not on PyPI (see README): /tf is published only where a ROS 2 distribution provides it
     from geometry_msgs.msg import TransformStamped
@@ -353,36 +348,7 @@ def _installed_yaml() -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
-    # As sim_node.main: a signal only sets the stop flag; the sim thread (EGL) ends before teardown.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
-    node: NavSimNode | None = None
-    error: str | None = None
-    try:
-        node = NavSimNode(stop=stop)
-        node.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop.is_set() and not node.finished.done() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-        error = node.finished.result() if node.finished.done() else None
-    except ExternalShutdownException:
-        pass
-    except (QvlaError, OSError, ValueError) as exc:
-        error = str(exc)
-    finally:
-        stopped = node is None or node.close()
-        if node is not None and stopped:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        prepare_exit()
-    logger = rclpy.logging.get_logger("qvla_nav_sim")
-    if not stopped:
-        logger.error("the sim thread did not stop within 10 s; exiting without clean-up")
-        os._exit(1)
-    if error:
-        logger.error(error)
-        sys.exit(1)
+    run_sim_node(lambda stop: NavSimNode(stop=stop), "qvla_nav_sim", args)
 
 
 if __name__ == "__main__":

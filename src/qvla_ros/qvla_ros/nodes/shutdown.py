@@ -12,8 +12,14 @@ main() is, e.g. in the middle of joining a thread that owns an EGL context. Call
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import sys
 import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from rclpy.task import Future
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -34,3 +40,59 @@ def prepare_exit() -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     gc.freeze()
+
+
+class SimLoopNode(Protocol):
+    """A node whose simulation runs on a thread of its own (sim_node, nav_sim_node)."""
+
+    finished: Future
+
+    def start(self) -> None: ...
+    def close(self) -> bool: ...
+    def destroy_node(self) -> None: ...
+
+
+def run_sim_node(
+    make: Callable[[threading.Event], SimLoopNode], logger_name: str, args: list[str] | None
+) -> None:
+    """main() of a sim node. The sim thread owns the MuJoCo model and the EGL context, and main must
+    not return before that thread has closed them: a KeyboardInterrupt from launch's second SIGINT
+    used to break out of the join, and exit() then tore EGL down (mujoco.egl's atexit eglTerminate)
+    under the still-rendering thread: SIGSEGV. So a signal only sets the stop flag; the loop below
+    notices it within 0.1 s, and the node is destroyed and rclpy shut down only after the thread ended."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from qvla_core.errors import QvlaError
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop_on_signals()
+    node: SimLoopNode | None = None
+    error: str | None = None
+    try:
+        node = make(stop)
+        node.start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)  # type: ignore[arg-type]
+        while not stop.is_set() and not node.finished.done() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        error = node.finished.result() if node.finished.done() else None
+    except ExternalShutdownException:
+        pass
+    except (QvlaError, OSError, ValueError) as exc:
+        error = str(exc)
+    finally:
+        stopped = node is None or node.close()
+        if node is not None and stopped:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        prepare_exit()
+    logger = rclpy.logging.get_logger(logger_name)
+    if not stopped:
+        # Leaving through the interpreter's exit would free EGL and DDS under the running thread.
+        logger.error("the sim thread did not stop within 10 s; exiting without clean-up")
+        os._exit(1)
+    if error:
+        logger.error(error)
+        sys.exit(1)

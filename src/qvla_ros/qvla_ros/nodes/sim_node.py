@@ -24,9 +24,7 @@ the mobile base (listed by `duplicates`); a shared sim-loop base for both is the
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,11 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
-from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -46,7 +41,7 @@ from std_msgs.msg import Bool, Int32
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from qvla_core.errors import ConfigError, QvlaError
+from qvla_core.errors import ConfigError
 from qvla_core.robot_io import RobotConfig, TrajectoryOutput, load_robot_config
 from qvla_core.runtime.joint_state import GripperScaling
 from qvla_core.sim.aloha_env import ARM_JOINTS, CONTROL_DT, DEFAULT_CAMERAS, Task
@@ -54,7 +49,7 @@ from qvla_core.sim.trajectory_executor import TrajectoryExecutor
 from qvla_ros.io import conversions as conv
 from qvla_ros.io.parameters import declare_all
 from qvla_ros.io.sim_parameters import SIM_NODE_PARAMS, validate_update
-from qvla_ros.nodes.shutdown import prepare_exit, stop_on_signals
+from qvla_ros.nodes.shutdown import run_sim_node
 
 # The simulated ALOHA's 14 channels, in AlohaSim's order (left arm first); the robot YAML's channels
 # are mapped onto these by name.
@@ -396,41 +391,7 @@ def _installed_aloha_yaml() -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
-    # The sim thread owns the MuJoCo model and the EGL context, and main must not return before that
-    # thread has closed them: a KeyboardInterrupt from launch's second SIGINT used to break out of the
-    # join, and exit() then tore EGL down (mujoco.egl's atexit eglTerminate) under the still-rendering
-    # thread: SIGSEGV. So a signal only sets the stop flag; the loop below notices it within 0.1 s, and
-    # the node is destroyed and rclpy shut down only after the thread has ended.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
-    node: SimNode | None = None
-    error: str | None = None
-    try:
-        node = SimNode(stop=stop)
-        node.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop.is_set() and not node.finished.done() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-        error = node.finished.result() if node.finished.done() else None
-    except ExternalShutdownException:
-        pass
-    except (QvlaError, OSError, ValueError) as exc:
-        error = str(exc)
-    finally:
-        stopped = node is None or node.close()
-        if node is not None and stopped:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        prepare_exit()
-    logger = rclpy.logging.get_logger("qvla_sim")
-    if not stopped:
-        # Leaving through the interpreter's exit would free EGL and DDS under the running thread.
-        logger.error("the sim thread did not stop within 10 s; exiting without clean-up")
-        os._exit(1)
-    if error:
-        logger.error(error)
-        sys.exit(1)
+    run_sim_node(lambda stop: SimNode(stop=stop), "qvla_sim", args)
 
 
 if __name__ == "__main__":
