@@ -38,11 +38,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import Int32, String
 from std_srvs.srv import Trigger
 
-from qvla_core.sim.nav.controller import compose, wrap
+from qvla_core.sim.nav.controller import compose
 from qvla_core.sim.nav.generate import generate_scene
 from qvla_core.sim.nav.metrics import NavMetrics, episode_metrics, shortest_path_length, summarize
 from qvla_ros.io.conversions import to_sec
 from qvla_ros.tools.bringup import nav_sim_demo_specs
+from qvla_ros.tools.collect_nav import came_to_rest
 from qvla_ros.tools.node_process import NodeProcess
 from qvla_ros.tools.sim_monitor import Spinner, call_service
 
@@ -101,16 +102,11 @@ def episode(watch: Watch, seed: int, max_time: float, wall_limit: float) -> NavM
             odom = list(watch.odom)
         if len(odom) < 2:
             continue
-        t_end = odom[-1][0]
-        if t_end - odom[0][0] > max_time:
+        if odom[-1][0] - odom[0][0] > max_time:
             break
-        window = [o for o in odom if o[0] >= t_end - rest]
-        moved = math.hypot(odom[-1][1] - odom[0][1], odom[-1][2] - odom[0][2]) > 0.1
-        if t_end - odom[0][0] >= rest and window[0][0] <= t_end - rest + 0.1 and moved:
-            a, b = window[0], window[-1]
-            if math.hypot(b[1] - a[1], b[2] - a[2]) < 0.05 and abs(wrap(b[3] - a[3])) < 0.05:
-                stopped = True
-                break
+        if came_to_rest(odom, rest) is not None:
+            stopped = True
+            break
     with watch.lock:
         odom = list(watch.odom)
     world = compose(scene.start, [o[1:] for o in odom]) if odom else np.array([scene.start])

@@ -1,4 +1,8 @@
-"""``qvla-collect``: expert demonstrations of the MuJoCo ALOHA through the ROS 2 stack -> a dataset.
+"""``qvla-collect``: expert demonstrations in simulation through the ROS 2 stack -> a dataset.
+
+For a mobile base (``--robot vln_nav``: a YAML whose actions are waypoints) it runs the navigation sim
+instead, with the privileged navigation expert; see :mod:`qvla_ros.tools.collect_nav`. The rest
+(the variant YAML, the recorder, the conversion, ``summary.md``) is the same.
 
 Starts the sim node, the policy node with the scripted TransferCube expert (sim time) and the
 recorder node, exactly as a robot would run them, plays one episode per seed like an operator
@@ -23,14 +27,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qvla_core.robot_io import load_robot_config
+from qvla_core.robot_io import RobotConfig, load_robot_config
+from qvla_core.runtime.output_mapping import waypoint_columns
 from qvla_ros.tools.bringup import NodeSpec, resolve_robot_config, sim_demo_specs, write_robot_variant
+from qvla_ros.tools.recorder_driver import EpisodeRecord, RecorderDriver, config_dir, recorder_spec
 
 TASK = "pick up the red cube with the right arm and hand it over to the left arm"
 SUCCESS_REWARD = 4
@@ -66,14 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output directory (must not hold a dataset)")
     p.add_argument("--cameras", help="comma-separated cameras to keep (default: all of the robot YAML)")
     p.add_argument("--image-size", type=size_arg, help="WxH of every camera (default: the robot YAML's)")
-    p.add_argument("--episode-seconds", type=float, default=6.0, help="sim seconds per episode")
-    p.add_argument("--camera-rate", type=float, default=25.0, help="camera rate in sim time [Hz]")
+    p.add_argument(
+        "--episode-seconds",
+        type=float,
+        help="sim seconds per episode (default 6); navigation: the most (default 90), an episode ends "
+        "once the base has rested 2 s",
+    )
+    p.add_argument("--camera-rate", type=float, help="camera rate in sim time [Hz] (default 25; nav 10)")
     p.add_argument(
         "--real-time-factor",
         type=float,
-        default=0.5,
-        help="sim speed; 0.5 leaves the policy node time on a small shared CPU (at 1.0 under load its "
-        "inputs went stale and the expert failed 1 episode in 5); 0 starves it",
+        help="sim speed (default 0.5; nav 1.0); 0.5 leaves the policy node time on a small shared CPU "
+        "(at 1.0 under load its inputs went stale and the expert failed 1 episode in 5); 0 starves it",
     )
     p.add_argument("--chunking", default="", help="ros.chunking.mode (replace, temporal_ensemble, rtc)")
     p.add_argument("--task", default=TASK, help="the task text given to the policy and stored")
@@ -90,39 +98,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def config_dir() -> Path:
-    from ament_index_python.packages import get_package_share_directory
-
-    return Path(get_package_share_directory("qvla_ros")) / "config" / "robots"
-
-
-@dataclass
-class EpisodeRecord:
-    seed: int
-    success: bool
-    time_to_success: float | None
-    written: int
-    dropped: int
-    path: str
-
-
-class Collector:
-    """Drives one episode after another through the running sim, policy and recorder nodes."""
+class Collector(RecorderDriver):
+    """ALOHA: one episode after another through the running sim, policy and recorder nodes."""
 
     def __init__(self, monitor: Any, seconds: float, task: str) -> None:
-        from rcl_interfaces.srv import SetParameters
         from std_msgs.msg import Bool
 
-        from qvla_msgs.srv import StartEpisode, StopEpisode
-
-        self.monitor, self.seconds, self.task = monitor, seconds, task
-        self.start_client = monitor.create_client(StartEpisode, "/qvla_recorder/start_episode")
-        self.stop_client = monitor.create_client(StopEpisode, "/qvla_recorder/stop_episode")
-        self.param_client = monitor.create_client(SetParameters, "/qvla_sim/set_parameters")
-        self._lock = threading.Lock()
+        super().__init__(monitor, "qvla_sim")
+        self.seconds, self.task = seconds, task
         self._successes: list[float] = []  # sim times at which ~/success was true
         monitor.create_subscription(Bool, "/qvla_sim/success", self._on_success, 100)
-        self.recording = False
 
     def _on_success(self, msg: Any) -> None:
         if msg.data:
@@ -130,65 +115,16 @@ class Collector:
             with self._lock:
                 self._successes.append(now)
 
-    def _set_seed(self, seed: int) -> None:
-        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-        from rcl_interfaces.srv import SetParameters
-
-        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=seed)
-        request = SetParameters.Request(parameters=[Parameter(name="seed", value=value)])
-        result = self.monitor.call(self.param_client, request).results[0]
-        if not result.successful:
-            raise RuntimeError(f"the sim refused seed {seed}: {result.reason}")
-
-    def _start(self) -> None:
-        from qvla_msgs.srv import StartEpisode
-
-        deadline = time.monotonic() + 30.0
-        while True:
-            response = self.monitor.call(self.start_client, StartEpisode.Request(task=self.task))
-            if response.accepted:
-                self.recording = True
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the recorder did not start an episode: {response.message}")
-            time.sleep(0.2)  # topics still being discovered
-
-    def stop(self, success: bool, discard: bool = False) -> Any:
-        from qvla_msgs.srv import StopEpisode
-
-        self.recording = False
-        response = self.monitor.call(self.stop_client, StopEpisode.Request(success=success, discard=discard))
-        if not response.accepted:
-            raise RuntimeError(f"the recorder did not stop the episode: {response.message}")
-        return response
-
     def episode(self, seed: int) -> EpisodeRecord:
         m = self.monitor
-        m.trigger(m.pause_client)  # the policy holds
-        m.wait_sim(m.now() + 0.2, 60.0)  # the hold lands before the scene changes
-        self._set_seed(seed)
-        message = m.trigger(m.reset_client)
-        if f"seed {seed})" not in message:
-            raise RuntimeError(f"asked the sim for seed {seed}, it answered: {message}")
-        m.wait_sim(m.now() + 0.1, 60.0)  # fresh states and frames of the new scene
-        self._start()
-        m.instruct(self.task)
-        m.trigger(m.resume_client)
-        start = m.now()
+        self.reset_to(seed)
+        start = self.begin(self.task)
         m.wait_sim(start + self.seconds, max(60.0, self.seconds * 30.0))
         end = m.now()
         with self._lock:
             hits = [t for t in self._successes if start < t <= end]
             self._successes.clear()
-        response = self.stop(success=bool(hits))
-        return EpisodeRecord(
-            seed,
-            bool(hits),
-            hits[0] - start if hits else None,
-            int(response.messages_written),
-            int(response.messages_dropped),
-            str(response.path),
-        )
+        return self.finish(seed, self.task, start, hits[0] if hits else end, bool(hits))
 
 
 def node_specs(args: argparse.Namespace, robot_yaml: Path, bags: Path) -> list[NodeSpec]:
@@ -204,48 +140,63 @@ def node_specs(args: argparse.Namespace, robot_yaml: Path, bags: Path) -> list[N
         "real_time_factor": str(args.real_time_factor),
         "log_level": "warn",
     }
-    specs = sim_demo_specs(values, config_dir())
-    recorder = NodeSpec(
-        "qvla_ros",
-        "recorder_node",
-        "qvla_recorder",
-        parameters={"robot_config": str(robot_yaml), "output_dir": str(bags), "use_sim_time": True},
-        log_level="info",
-    )
-    return [*specs, recorder]
+    return [*sim_demo_specs(values, config_dir()), recorder_spec(robot_yaml, bags)]
+
+
+def is_navigation(config: RobotConfig) -> bool:
+    """A mobile base: its actions are waypoints (collected in the navigation sim)."""
+    return waypoint_columns(config.embodiment) is not None
 
 
 def write_variant(args: argparse.Namespace) -> Path:
     source = resolve_robot_config(args.robot, config_dir())
     base = load_robot_config(source)
+    nav = is_navigation(base)
+    if args.episode_seconds is None:
+        args.episode_seconds = 90.0 if nav else 6.0
+    if args.camera_rate is None:
+        args.camera_rate = 10.0 if nav else 25.0
+    if args.real_time_factor is None:
+        args.real_time_factor = 1.0 if nav else 0.5
     cameras = args.cameras.split(",") if args.cameras else list(base.embodiment.camera_names)
     if args.image_size is None:
         first = base.embodiment.cameras[0]
         args.image_size = (first.width, first.height)
-    return write_robot_variant(
+    variant = write_robot_variant(
         source,
         args.out / "robot.yaml",
         args.chunking,
         camera_size=args.image_size,
         cameras=cameras,
-        action_source="commanded_trajectory",
+        # The ALOHA sim has no leader arms: the commands are the actions. A base keeps its odometry.
+        action_source="" if nav else "commanded_trajectory",
     )
+    if nav:
+        from qvla_ros.tools.collect_nav import history_on_grid
+
+        history_on_grid(variant)
+    return variant
 
 
 def collect(args: argparse.Namespace, robot_yaml: Path, bags: Path) -> tuple[list[EpisodeRecord], float]:
     """Run every episode; returns the records and the sim speed (sim s per wall s)."""
     from tqdm import tqdm
 
+    from qvla_ros.tools import collect_nav
     from qvla_ros.tools.sim_session import SimSession
 
-    session = SimSession(
-        node_specs(args, robot_yaml, bags), load_robot_config(robot_yaml), log_dir=args.out / "logs"
-    )
+    config = load_robot_config(robot_yaml)
+    nav = is_navigation(config)
+    specs = (collect_nav.node_specs if nav else node_specs)(args, robot_yaml, bags)
+    session = SimSession(specs, config, log_dir=args.out / "logs")
     records: list[EpisodeRecord] = []
-    collector = None
+    collector: Any = None
     try:
         session.wait_ready()
-        collector = Collector(session.monitor, args.episode_seconds, args.task)
+        if nav:
+            collector = collect_nav.NavCollector(session.monitor, args.episode_seconds, args.real_time_factor)
+        else:
+            collector = Collector(session.monitor, args.episode_seconds, args.task)
         wall0, sim0 = time.monotonic(), session.monitor.now()
         with tqdm(args.seeds, unit="episode", desc="qvla-collect") as bar:
             for seed in bar:
