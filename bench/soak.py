@@ -53,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID of the run (default: one from the pid)")
     p.add_argument("--camera-hz", type=float, default=30.0)
     p.add_argument("--state-hz", type=float, default=50.0)
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite the .md/.png of an earlier run from its JSON",
+    )
     return p
 
 
@@ -374,8 +380,25 @@ class Soak:
         self.obs.close()
 
 
+def render(path: Path) -> int:
+    """Rewrite an earlier run's page and plot (beside its JSON) from the JSON alone."""
+    import json
+
+    from soak_report import Report
+
+    data = json.loads(path.read_text())
+    args = parser().parse_args(shlex.split(data["command"])[2:])
+    args.command, args.out, args.domain_id = data["command"], path.with_suffix(".md"), data["ros_domain_id"]
+    report = Report.from_json(data, args, Schedule(args.duration_s))
+    report.write(plot=True)
+    print(f"soak: rewrote {args.out} from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.render is not None:
+        return render(args.render)
     args.command = " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv])
     args.out = args.out.resolve()
     if args.domain_id is None:

@@ -9,6 +9,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -54,11 +55,30 @@ class Report:
         self.notes: list[str] = []
         self.lost_before_start: dict[str, int] = {}  # sent before the node subscribed: not counted
         self.t_end_pause = float("inf")  # when every input stopped at the end (its fault is expected)
+        self.latency_summary: dict[str, Any] = {}  # from a JSON, where the latencies are not kept
         self.final: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
         self.complete = False
         self.t0 = time.time()
         self.started_utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], args: Any, sched: Any) -> Report:
+        """A finished (or cut) run's report again from its JSON, e.g. after the page layout changed."""
+        r = cls(args, sched, SimpleNamespace(parameters=data["node_parameters"]))
+        r.samples, r.stale = data["samples"], data["stale_injections"]
+        r.instructions, r.final, r.notes = data["instruction_changes"], data["final"], data["notes"]
+        r.lost_before_start = data.get("lost_before_start") or {}
+        r.complete, r.started_utc = not data["partial"], data["started"]
+        # The JSON's times are relative to the start (t_s, rounded to 0.1 s) except each injection's
+        # t_last; the start is rebuilt from the first injection.
+        r.t0 = r.stale[0]["t_last"] - r.stale[0]["t_s"] if r.stale else 0.0
+        r.faults = [(r.t0 + f["t_s"], f["fault"]) for f in data["faults"]]
+        end = data.get("t_end_pause_s") or data["final"].get("elapsed_s")
+        r.t_end_pause = r.t0 + end if end else float("inf")
+        keys = ("chunks_observed", "latency_p50_s", "latency_p99_s", "latency_max_s")
+        r.latency_summary = {k: data["summary"][k] for k in keys if k in data["summary"]}
+        return r
 
     # ------------------------------------------------------------ recording
     def start(self, t0: float) -> None:
@@ -119,6 +139,7 @@ class Report:
             s["rss_flat"] = s["rss_max_deviation_pct"] <= RSS_FLAT_PCT
         s["rss_peak_mb"] = max((r["rss_mb"] for r in rows), default=None)
         s["chunks_observed"] = len(self.latencies)
+        s.update(self.latency_summary)
         if self.latencies:
             s["latency_p50_s"] = round(float(np.percentile(self.latencies, 50)), 4)
             s["latency_p99_s"] = round(float(np.percentile(self.latencies, 99)), 4)
@@ -189,14 +210,19 @@ class Report:
     def table_text(self) -> str:
         cams = [c.camera for c in self.config.ros.cameras]
         head = "| t [min] | RSS [MB] | p50 [s] | p99 [s] | chunks | commands | holds | frames lost (cams) "
-        head += "| load 1m |"
-        lines = [head, "|" + "---:|" * 9]
-        for r in self._table_rows():
+        head += "| faults | load 1m |"
+        lines = [head, "|" + "---:|" * 10]
+        other = [f["t_s"] for f in self.summary.get("faults_unexpected", [])]
+        rows = self._table_rows()
+        for k, r in enumerate(rows):
             lost = r.get("lost", {})
+            since = rows[k - 1]["t_s"] if k else 0.0
+            n_faults = sum(1 for t in other if since < t <= r["t_s"])
             lines.append(
                 f"| {r['t_s'] / 60:.1f} | {r['rss_mb']:.1f} | {fmt(r['latency_p50_s'])} | "
                 f"{fmt(r['latency_p99_s'])} | {r['chunks_window']} | {r['commands_received']} | "
-                f"{r['holds_received']} | {sum(lost.get(c, 0) for c in cams)} | {r['loadavg'][0]:.2f} |"
+                f"{r['holds_received']} | {sum(lost.get(c, 0) for c in cams)} | {n_faults} | "
+                f"{r['loadavg'][0]:.2f} |"
             )
         return "\n".join(lines)
 
@@ -213,7 +239,7 @@ class Report:
             "started": self.started_utc,
             "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "duration_s": self.args.duration_s,
-            "elapsed_s": round(time.time() - self.t0, 1),
+            "elapsed_s": self.final.get("elapsed_s", round(time.time() - self.t0, 1)),
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "mem_gib": round(mem_total_gib(), 1)},
             "node_parameters": {k: v for k, v in self.spec.parameters.items() if k != "checkpoint"},
             "ros_domain_id": self.args.domain_id,
@@ -228,6 +254,10 @@ class Report:
             "faults": [{"t_s": round(t - self.t0, 1), "fault": f} for t, f in self.faults],
             "samples": self.samples,
             "final": self.final,
+            "lost_before_start": self.lost_before_start,
+            "t_end_pause_s": None
+            if self.t_end_pause == float("inf")
+            else round(self.t_end_pause - self.t0, 2),
             "notes": self.notes,
         }
         _atomic_write(self.out.with_suffix(".json"), json.dumps(data, indent=1, default=str))
@@ -271,119 +301,9 @@ class Report:
         os.replace(tmp, self.out.with_suffix(".png"))
 
     def _markdown(self, data: dict[str, Any]) -> str:
-        s, m = self.summary, data["machine"]
-        loads = [r["loadavg"][0] for r in self.samples] or [float("nan")]
-        state = (
-            "complete"
-            if self.complete
-            else f"PARTIAL ({data['elapsed_s']:.0f} of {self.args.duration_s:.0f} s ran)"
-        )
-        yes = {True: "yes", False: "**NO**", None: "-"}
-        lost = s["frames_lost"] or {}
-        out = [
-            "# Soak: the policy node for an hour under a streaming robot",
-            "",
-            f"Run {state}, started {data['started']}, written {data['written']}. "
-            "Generated by `bench/soak.py`; do not edit by hand.",
-            "",
-            f"Command: `{self.args.command}`",
-            "",
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB RAM; no GPU (device:=cpu "
-            f"dtype:=float32). Shared with other jobs (model training): 1-min load average "
-            f"min {min(loads):.2f} / mean {np.mean(loads):.2f} / max {max(loads):.2f}.",
-            "",
-            "Setup: the installed `policy_node` started as `ros2 launch qvla_ros aloha.launch.py` does, "
-            "with a tiny random checkpoint (`qvla-build-checkpoint --preset tiny`) for "
-            "config/robots/aloha.yaml; a robot stand-in in another process publishes four 640x480 rgb8 "
-            f"cameras at {self.args.camera_hz:g} Hz and two JointState streams at {self.args.state_hz:g} Hz "
-            "(current stamps) and plays both joint_trajectory_controllers. Every "
-            f"{self.sched.instruction_s:.0f} s the instruction changes (/qvla/set_instruction); every "
-            f"{self.sched.stale_s:.0f} s one camera stops for {self.sched.stale_pause_s} s. Samples every "
-            f"{self.sched.sample_s:.0f} s; {WARMUP_NOTE} ({self.sched.warmup_s:.0f} s here). "
-            f"Fast DDS profile config/fastdds.xml, ROS_DOMAIN_ID {self.args.domain_id}.",
-            "",
-            "## Goals",
-            "",
-            "| goal | result | pass |",
-            "|---|---|---|",
-            f"| RSS flat within {RSS_FLAT_PCT:g}% after warm-up | "
-            f"{fmt(s.get('rss_after_warmup_mb'), '.0f')} MB "
-            f"at end of warm-up, {fmt(s.get('rss_last_mb'), '.0f')} MB at the end (growth "
-            f"{fmt(s.get('rss_growth_pct'), '+.2f')}%, largest deviation "
-            f"{fmt(s.get('rss_max_deviation_pct'), '.2f')}%) "
-            f"| {yes[s.get('rss_flat')]} |",
-            f"| every stale camera held within {self.limit_s:.2f} s (max_image_age_s + 2 control periods "
-            f"+ 50 ms), no command after the hold | {s['stale_on_time']}/{s['stale_injections']} on time, "
-            f"latest hold {fmt(s['max_hold_delay_s'])} s | {yes[s['all_holds_on_time']]} |",
-            f"| no crash | node alive throughout: {s['node_alive']}, exit code on SIGINT: {s['exit_code']}, "
-            f"traceback in log: {s['traceback_in_log']} | {yes[s['no_crash']] if self.final else '-'} |",
-            "",
-            "## Summary",
-            "",
-            f"- Inference latency (model call, from /qvla/action_chunk), all {s['chunks_observed']} chunks: "
-            f"p50 {fmt(s.get('latency_p50_s'))} s, p99 {fmt(s.get('latency_p99_s'))} s.",
-            f"- Commands received by the controllers: {s['commands_received']}.",
-            "- Frames lost (sent by the stand-in minus received_<input> in /diagnostics, "
-            + (
-                "exact: all inputs stopped at the end"
-                if s["frames_lost_exact"]
-                else "up to one in flight per input"
-            )
-            + "): "
-            + ", ".join(f"{k} {v}" for k, v in lost.items())
-            + ".",
-            f"- Instruction changes: {s['instruction_changes_ok']}/{s['instruction_changes']} accepted.",
-            f"- Faults in /qvla/status: {s['faults_injected']} from the injected stale cameras; unexpected: "
-            + (
-                "none"
-                if not s["faults_unexpected"]
-                else "; ".join(f"t={f['t_s']} s: {f['fault']}" for f in s["faults_unexpected"])
-            )
-            + ".",
-            f"- Policy node log: {self.final.get('log_warnings', '-')} WARN lines, "
-            f"{self.final.get('log_errors', '-')} ERROR lines"
-            + "".join(f"; {n}x `{m}`" for m, n in self.final.get("log_messages", {}).items())
-            + ".",
-            "- Largest gap between two publishes of the stand-in itself (its own scheduling on the "
-            f"loaded machine): cameras {fmt(s['robot_max_gap_s']['camera'])} s, joint states "
-            f"{fmt(s['robot_max_gap_s']['state'])} s (a joint-state gap over max_state_age_s = "
-            f"{self.config.ros.safety.max_state_age_s} s is a stale input the node must hold on).",
-            "- Not counted: what the stand-in sent before the node subscribed "
-            f"({sum(self.lost_before_start.values())} messages), and the stops before and after the run "
-            "(every input stopped for about a second so that sent minus received is exact).",
-        ]
-        out += [f"- Note: {n}" for n in self.notes]
-        out += [
-            "",
-            "## Stale-camera injections",
-            "",
-            "Hold delay: from the stamp of the camera's last frame to the arrival of the hold "
-            "(JointTrajectory, stamp 0, one point) at the later of the two controllers. Recovery: from the "
-            "camera's first new frame to the next command.",
-            "",
-            "| t [s] | camera | hold delay [s] | commands after hold | recovery [s] | on time |",
-            "|---:|---|---:|---:|---:|---|",
-        ]
-        out += [
-            f"| {x['t_s']:.0f} | {x['camera']} | {fmt(x['hold_delay_s'])} | {x['commands_after_hold']} | "
-            f"{fmt(x['recovery_s'])} | {yes[x['on_time']]} |"
-            for x in self.stale
-        ]
-        out += [
-            "",
-            "## Over time",
-            "",
-            f"![RSS, latency, frames lost, load]({self.out.with_suffix('.png').name})",
-            "",
-        ]
-        out += [
-            "Latency p50/p99 over each window; commands and holds: cumulative at the controllers; frames "
-            "lost: cumulative over the four cameras.",
-            "",
-            self.table_text(),
-            "",
-        ]
-        return "\n".join(out)
+        from soak_markdown import markdown
+
+        return markdown(self, data)
 
 
 def _atomic_write(path: Path, text: str) -> None:
