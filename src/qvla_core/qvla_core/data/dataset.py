@@ -25,7 +25,6 @@ the waypoints' (:mod:`qvla_core.data.waypoints`).
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,9 +41,10 @@ from qvla_core.data.tables import Episode, episode_rows, read_episodes, read_fra
 from qvla_core.data.video import probe
 from qvla_core.data.waypoints import WaypointLayout
 from qvla_core.embodiment import Camera, Embodiment, FrameHistory
+from qvla_core.logs import get_logger
 from qvla_core.policy import Observation
 
-log = logging.getLogger("qvla.data")
+log = get_logger("qvla.data")
 
 
 def fingerprint(root: Path) -> str:

@@ -15,7 +15,6 @@ Both objects pickle without their decoded frames (each DataLoader worker maps or
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from collections import OrderedDict
@@ -31,8 +30,9 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from qvla_core.data.format import DatasetError
 from qvla_core.data.tables import Episode, VideoSpan
 from qvla_core.data.video import decode, probe
+from qvla_core.logs import get_logger
 
-log = logging.getLogger("qvla.data")
+log = get_logger("qvla.data")
 
 ImageArray = npt.NDArray[np.uint8]
 

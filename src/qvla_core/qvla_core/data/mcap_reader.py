@@ -19,7 +19,6 @@ files. ``find_bags(..., skip_bad=True)`` keeps a bag that cannot be opened, with
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import re
 import struct
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 
 from qvla_core.errors import QvlaError
+from qvla_core.logs import get_logger
 
 EPISODE_RECORD = "qvla_episode"
 ROBOT_ATTACHMENT = "robot.yaml"
@@ -41,7 +41,7 @@ DATA_END_SIZE = 1 + 8 + 4  # opcode, record length, data_section_crc
 DATA_END_OPCODE = 0x0F
 _INTEGER = re.compile(r"[0-9]{1,20}")
 
-log = logging.getLogger("qvla.data")
+log = get_logger("qvla.data")
 
 
 class RecordingError(QvlaError):

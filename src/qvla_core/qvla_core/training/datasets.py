@@ -3,7 +3,6 @@ and turned into frame sets (:mod:`qvla_core.training.frames`)."""
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,10 +13,11 @@ import numpy as np
 from qvla_core.data.sample import SampleSource
 from qvla_core.embodiment import Embodiment
 from qvla_core.errors import TrainingError
+from qvla_core.logs import get_logger
 from qvla_core.training.config import Data, Validation
 from qvla_core.training.frames import CachedFrames, FrameSet, StreamFrames, build_cache, cache_key
 
-log = logging.getLogger("qvla.train")
+log = get_logger("qvla.train")
 
 
 @dataclass(frozen=True)

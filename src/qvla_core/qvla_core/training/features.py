@@ -10,7 +10,6 @@ about a tenth of the memory of whole sequences.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qvla_core.logs import get_logger
 from qvla_core.model.policy import QwenVLAPolicy
 from qvla_core.training.frames import FrameSet, TrainingBatch
 
-log = logging.getLogger("qvla.train")
+log = get_logger("qvla.train")
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -34,11 +33,12 @@ from torch import Tensor
 from qvla_core.data.sample import SampleSource, TrainingSample
 from qvla_core.embodiment import Embodiment
 from qvla_core.errors import TrainingError
+from qvla_core.logs import get_logger
 from qvla_core.model.processor import resize_images
 
 CACHE_FORMAT = 1
 
-log = logging.getLogger("qvla.train")
+log = get_logger("qvla.train")
 
 
 @dataclass(frozen=True)

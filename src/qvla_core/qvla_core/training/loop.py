@@ -9,7 +9,6 @@ finishes the step, saves a checkpoint and returns; a second Ctrl-C aborts at onc
 
 from __future__ import annotations
 
-import logging
 import math
 import signal
 import threading
@@ -25,13 +24,14 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from qvla_core.errors import TrainingError
+from qvla_core.logs import get_logger
 from qvla_core.training.augment import augment_images
 from qvla_core.training.evaluate import conditioner, evaluate
 from qvla_core.training.frames import FramePool, FrameSet, TrainingBatch
 from qvla_core.training.sampler import StepSampler
 from qvla_core.training.session import RunSpec, Session
 
-log = logging.getLogger("qvla.train")
+log = get_logger("qvla.train")
 
 StepHook = Callable[[int, float], None]
 

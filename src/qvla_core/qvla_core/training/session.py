@@ -11,7 +11,6 @@ trained weights, optimizer, schedule, step and random states of ``OUT/latest``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from torch import nn
 
 from qvla_core.embodiment import Embodiment, Normalization, NormStats
 from qvla_core.errors import QvlaError, TrainingError
+from qvla_core.logs import get_logger
 from qvla_core.model import checkpoint as ckpt
 from qvla_core.model import lora
 from qvla_core.model.device import resolve_placement
@@ -42,7 +42,7 @@ from qvla_core.training.optim import make_optimizer, make_scheduler
 from qvla_core.training.provenance import git_commit, provenance
 from qvla_core.training.stats import norm_stats_from_source
 
-log = logging.getLogger("qvla.train")
+log = get_logger("qvla.train")
 
 
 @dataclass

@@ -13,15 +13,15 @@ input (a tiny range would blow it up). Each widened channel gets a log line.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 
 from qvla_core.data.sample import SampleSource
 from qvla_core.embodiment import Channel, Embodiment, Normalization, NormStats
 from qvla_core.errors import TrainingError
+from qvla_core.logs import get_logger
 
-log = logging.getLogger("qvla.train")
+log = get_logger("qvla.train")
 
 WIDEN_FRACTION = 0.01  # of the channel's [lower, upper] span, each side
 FLAT_FRACTION = 1e-6  # a range below this fraction of the span counts as "never moves"
