@@ -158,3 +158,20 @@ def test_committed_demo_checkpoint_still_loads() -> None:
     config = json.loads((demo / "backbone" / "config.json").read_text())
     want = ConvVisionStem if STEM_KEY in config["vision_config"] else torch.nn.Module
     assert isinstance(policy.backbone.model.model.visual, want)
+
+
+def test_decoder_reads_from_the_first_image_on(conv_ckpt: Path, aloha: Embodiment) -> None:
+    """``cond: from_images`` (new stems): the embodiment prompt before the images is masked out of the
+    decoder's conditioning; ``all`` (stems recorded without the key) keeps every token."""
+    policy = QwenVLAPolicy.from_checkpoint(conv_ckpt, aloha)
+    assert policy.backbone.cond_from_images
+    images = [torch.zeros(1, 64, 96, 3, dtype=torch.uint8) for _ in aloha.cameras]
+    inputs = policy.processor(aloha, ["pick up the cube"], images, policy.device)
+    _, mask = policy.backbone(**inputs)
+    first = int((inputs["input_ids"][0] == policy.backbone.image_token_id).nonzero()[0])
+    assert first > 20 and not mask[0, :first].any() and mask[0, first:].all()
+    policy.backbone.cond_from_images = False
+    _, mask = policy.backbone(**inputs)
+    assert mask.all()
+    assert StemConfig.from_dict({"type": "conv"}).cond == "all"
+    assert StemConfig().cond == "from_images"

@@ -92,6 +92,9 @@ class Backbone(nn.Module):
         # (model/prefix_cache.py); only with the last layer as conditioning and softmax-attention LMs.
         self.shared_prefix = cond_layer == -1 and supports_shared_prefix(model)
         self.prefix_memo = PrefixMemo()
+        # A vision stem may ask the decoder to read only the tokens from the first image on
+        # (model/vision_stem.py, StemConfig.cond); the vision towers' checkpoints read every token.
+        self.cond_from_images = False
 
     @property
     def hidden_size(self) -> int:
@@ -140,7 +143,9 @@ class Backbone(nn.Module):
                 if adapter is not None:
                     model = merge_adapter(model, adapter)
                 model.eval()
-                return cls(model, model_type, cond_layer)
+                backbone = cls(model, model_type, cond_layer)
+                backbone.cond_from_images = _stem_cond(model) == "from_images"
+                return backbone
             try:
                 with quiet_hf():
                     model, info = klass.from_pretrained(
@@ -186,7 +191,7 @@ class Backbone(nn.Module):
                 prefix_length=prefix,
                 memo=self.prefix_memo,
             )
-            return hidden_states, attention_mask.to(torch.bool)
+            return hidden_states, self._cond_mask(input_ids, attention_mask)
         inner = self.model.model
         want_all = self.cond_layer != -1
         out = inner(
@@ -200,7 +205,25 @@ class Backbone(nn.Module):
             return_dict=True,
         )
         hidden = out.hidden_states[self.cond_layer] if want_all else out.last_hidden_state
-        return hidden, attention_mask.to(torch.bool)
+        return hidden, self._cond_mask(input_ids, attention_mask)
+
+    def _cond_mask(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The tokens the decoder reads: every real token, or (``cond_from_images``) those from each
+        row's first image token on."""
+        mask = attention_mask.to(torch.bool)
+        if not self.cond_from_images:
+            return mask
+        is_image = input_ids == self.image_token_id
+        first = torch.where(is_image.any(dim=1), is_image.int().argmax(dim=1), 0)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return mask & (positions[None, :] >= first[:, None])
+
+
+def _stem_cond(model: Any) -> str:
+    from qvla_core.model.vision_stem import stem_config_of
+
+    stem = stem_config_of(model.config)
+    return stem.cond if stem is not None else "all"
 
 
 def _asks_for_stem(path: Path) -> bool:
