@@ -117,7 +117,7 @@ def test_stale_camera_holds_on_time_while_an_inference_is_running(live: Any, con
 def test_a_hung_model_call_holds_after_max_inference_s(live: Any, config: RobotConfig) -> None:
     engine, policy, sink, _feeder = live
     wait(lambda: sink.trajectories)
-    limit = config.embodiment.horizon * config.embodiment.dt / 2  # aloha.yaml leaves the default
+    limit = 0.75 * config.embodiment.horizon * config.embodiment.dt  # aloha.yaml leaves the default
     policy.delay_s = 2.0
     wait(lambda: policy.in_flight == 1)
     started = time.monotonic()

@@ -77,6 +77,7 @@ class FakeRobot:
         self.image_override: dict[str, Any] = {}  # camera -> a bad Image/CompressedImage template
         self.state_override: dict[str, tuple[list[str], list[float]]] = {}  # topic -> (names, positions)
         self.stamp_offset: dict[str, float] = {}  # input -> seconds added to its stamps
+        self.ignore_commands_until = 0.0  # wall time before which trajectories are not executed
         # What was sent, newest last: camera -> stamps [s]; joint-state topic -> (stamp, positions).
         self.sent_images: dict[str, deque[float]] = {c.camera: deque(maxlen=1000) for c in config.ros.cameras}
         self.sent_states: dict[str, deque[tuple[float, list[float]]]] = {
@@ -150,6 +151,8 @@ class FakeRobot:
         now = time.time()
         with self._lock:
             self.received.trajectories[topic].append((now, msg))
+            if now < self.ignore_commands_until:
+                return  # the controllers are restarting (a sim reset): recorded, not executed
             ok = self.controllers[topic].accept(
                 to_sec(msg.header.stamp),
                 list(msg.joint_names),
@@ -278,9 +281,11 @@ class FakeRobot:
         with self._lock:
             self._camera_pubs[camera] = pub
 
-    def teleport(self, positions: dict[str, list[float]]) -> None:
-        """Controllers (by topic) jump to new positions with no trajectory, as after a sim reset."""
+    def teleport(self, positions: dict[str, list[float]], restart_s: float = 0.0) -> None:
+        """Controllers (by topic) jump to new positions with no trajectory, as after a sim reset;
+        for ``restart_s`` after it they execute nothing (controllers restarting with the sim)."""
         with self._lock:
+            self.ignore_commands_until = time.time() + restart_s
             for topic, q in positions.items():
                 old = self.controllers[topic]
                 self.controllers[topic] = TrajectoryExecutor(old.joint_names, q)

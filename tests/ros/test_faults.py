@@ -29,6 +29,10 @@ pytestmark = pytest.mark.ros
 
 PLUGIN = "tests.ros.fault_policy:make"
 LEFT, RIGHT = "/follower_left/joint_states", "/follower_right/joint_states"
+LEFT_CTRL, RIGHT_CTRL = (
+    "/follower_left/arm_controller/joint_trajectory",
+    "/follower_right/arm_controller/joint_trajectory",
+)
 
 
 class FaultRig:
@@ -194,7 +198,7 @@ def test_camera_driver_dies_and_comes_back(rig: FaultRig) -> None:
 
 def test_a_stale_camera_holds_on_time_while_a_model_call_runs(rig: FaultRig) -> None:
     rig.wait_commands(1, time.time())
-    (rig.faults / "hang").write_text("0.45")  # under max_inference_s (0.5 s): not a hang fault
+    (rig.faults / "hang").write_text("0.45")  # under max_inference_s (0.75 s): not a hang fault
     wait_for(lambda: not (rig.faults / "hang").exists(), 5.0, "the plugin to take the slow call")
     rig.robot.paused_inputs.add("cam_high")
     t_pause = time.time()
@@ -220,8 +224,11 @@ def test_one_arm_stops_publishing_joint_states(rig: FaultRig) -> None:
         t_hold = rig.wait_hold(last_stamp, "the left arm's joint states stopped")
         late = t_hold - last_stamp
         assert late <= rig.hold_limit(rig.config.ros.safety.max_state_age_s), f"hold {late:.3f} s late"
-        held_topics = {topic for _, topic, _ in rig.holds(last_stamp)}
-        assert len(held_topics) == 2, f"both arms hold, not only the silent one: {held_topics}"
+        wait_for(
+            lambda: len({topic for _, topic, _ in rig.holds(last_stamp)}) == 2,
+            1.0,
+            "a hold on both arms, not only the silent one",
+        )
         faulted_on(rig, t_pause, LEFT)
         time.sleep(0.5)
         assert not rig.commands(t_hold + 0.05)
@@ -232,7 +239,7 @@ def test_one_arm_stops_publishing_joint_states(rig: FaultRig) -> None:
 
 def test_a_model_call_that_hangs_for_5_s_holds_and_recovers(rig: FaultRig) -> None:
     rig.wait_commands(1, time.time())
-    limit = rig.config.embodiment.horizon * rig.config.embodiment.dt / 2
+    limit = 0.75 * rig.config.embodiment.horizon * rig.config.embodiment.dt  # the default max_inference_s
     (rig.faults / "hang").write_text("5.0")
     t0 = time.time()
     wait_for(lambda: not (rig.faults / "hang").exists(), 5.0, "the plugin to take the hang")
@@ -267,20 +274,41 @@ def test_instruction_changed_mid_chunk(rig: FaultRig) -> None:
 
 def test_sim_reset_in_the_middle_of_a_chunk_never_commands_a_jump(rig: FaultRig) -> None:
     """The arms are teleported (a sim reset the node is not told about) while a chunk is executing:
-    nothing sent afterwards may start far from where the arms now are."""
+    nothing sent once the joint states of the new pose have reached the node starts far from it (a
+    chunk sent before they arrive cannot know; DDS and a loaded machine get ``delivery_s`` for that,
+    while the controllers restart and execute nothing). Without the off-plan check the node went on
+    splicing the old plan: the arms were pulled back 0.5-0.6 rad at max velocity."""
+    delivery_s = 0.25
     rig.wait_commands(2, time.time())
     tolerance = rig.config.ros.safety.continuity_tolerance
     home = {topic: list(c.target(time.time())) for topic, c in rig.robot.controllers.items()}
     moved = {topic: [q + 0.6 if i == 0 else q for i, q in enumerate(v)] for topic, v in home.items()}
     t_reset = time.time()
-    rig.robot.teleport(moved)
-    rig.wait_commands(4, t_reset + 0.3, timeout=20.0)  # it goes on from the new pose
-    for t, topic, msg in rig.commands(t_reset + 0.05):
+    rig.robot.teleport(moved, restart_s=delivery_s)  # the controllers restart with the sim
+    rig.wait_commands(4, t_reset + 0.6, timeout=20.0)  # it goes on from the new pose
+
+    def first_seen() -> float | None:
+        """Stamp of the first joint state sent from the new pose (both arms)."""
+        seen = [
+            next(
+                (t for t, q in rig.robot.sent_states[src] if t >= t_reset and abs(q[0] - moved_q) < 0.05),
+                None,
+            )
+            for src, moved_q in ((LEFT, moved[LEFT_CTRL][0]), (RIGHT, moved[RIGHT_CTRL][0]))
+        ]
+        return None if None in seen else max(s for s in seen if s is not None)
+
+    t_seen = wait_for(first_seen, 5.0, "joint states from the new pose")
+    checked = 0
+    for t, topic, msg in rig.commands(t_seen + delivery_s):
         first = np.array(msg.points[0].positions[:6])
-        drift = 0.5 * (t - t_reset) + 0.1  # the plugin moves the waist at most 0.1 rad/s
+        drift = 0.1 * (t - t_reset) + 0.05  # the plugin moves the waist at most 0.1 rad/s
         assert np.abs(first - np.array(moved[topic][:6])).max() <= tolerance + drift, (
             f"{topic}: a command starting {first} after the arms were reset to {moved[topic][:6]}"
         )
+        checked += 1
+    assert checked >= 4
+    faulted_on(rig, t_reset, "from the plan", recovers_fast=True)
     assert rig.node.alive()
 
 

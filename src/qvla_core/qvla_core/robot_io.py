@@ -164,7 +164,7 @@ class SafetySettings(Strict):
         description=(
             "An inference still running after this long [s] counts as hung: the robot is held until a "
             "chunk arrives again (the plan it is executing was made from ever older sensors). Default: "
-            "half a chunk (horizon / control_rate_hz / 2)."
+            "3/4 of a chunk (0.75 * horizon / control_rate_hz)."
         ),
     )
 

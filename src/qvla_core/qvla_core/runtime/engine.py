@@ -84,8 +84,9 @@ class PolicyEngine:
         self._max_instruction_length = max_instruction_length
         self._idle_poll_s = idle_poll_s
         self._inputs = SensorInputs(config)
-        # A plan older than this is not trusted to run on: half a chunk unless the YAML says otherwise.
-        self._max_inference_s = io.safety.max_inference_s or emb.horizon * emb.dt / 2.0
+        # A plan older than this is not trusted to run on: 3/4 of a chunk unless the YAML says otherwise
+        # (half a chunk held the robot on slow but healthy calls in the soak on a loaded CPU).
+        self._max_inference_s = io.safety.max_inference_s or 0.75 * emb.horizon * emb.dt
         self._infer_started: float | None = None  # engine-clock time the running inference began
         self._last_check = -math.inf  # engine-clock time of the last watchdog check (jump detection)
         self._safety = SafetyFilter(emb, io.safety)
@@ -347,14 +348,9 @@ class PolicyEngine:
             except ObservationError as exc:
                 self._log_throttled("warn", "state", str(exc))
                 return False
-            # In a dry run nothing executes the plan, so the robot is not expected to follow it.
-            tracked = self._waypoint_cols is None and not self.dry_run
-            planned = self._scheduler.current_target(state_stamp) if tracked else None
-            off = None if planned is None else self._safety.off_plan(planned, state)
-        if off is not None:
-            channel, error = off
-            why = "moved or reset from outside"
-            self._fault_now(f"robot is {error:.3f} from the plan on {channel} ({why}): plan dropped", now)
+            off = self._off_plan(state, state_stamp)
+        if off:
+            self._fault_now(off, now)
             return True
         with self._lock:
             prefix, weight = self._scheduler.prefix(now, self._delay.budget(), synced.stamp)
@@ -386,6 +382,19 @@ class PolicyEngine:
             time.sleep(max(0.0, self._inference_period - wall))
         return True
 
+    def _off_plan(self, state: Any, state_stamp: float) -> str:
+        """Under the lock: the fault text when the measured state is off the committed plan (the
+        robot was moved or reset from outside), else "". In a dry run nothing executes the plan, and
+        waypoints are not tracked here (Nav2 does)."""
+        if self._waypoint_cols is not None or self.dry_run:
+            return ""
+        planned = self._scheduler.current_target(state_stamp)
+        off = None if planned is None else self._safety.off_plan(planned, state)
+        if off is None:
+            return ""
+        channel, error = off
+        return f"robot is {error:.3f} from the plan on {channel} (moved or reset from outside): plan dropped"
+
     def _start_prefix(self, state: npt.NDArray[np.float32], stamp: float, now: float) -> tuple[Any, Any]:
         """RTC with nothing committed yet: the robot stays where it is until the chunk arrives,
         so the first chunk is inpainted to start from the measured position (no jump)."""
@@ -405,6 +414,16 @@ class PolicyEngine:
                 return  # paused, stopped, faulted or re-instructed while inferring: discard
             if self._inputs.watchdog.stale(now):
                 return  # an input went stale while inferring: the watchdog holds (or has held)
+            try:  # the robot may have been moved while the model ran: check with the newest state
+                off = self._off_plan(*self._inputs.merger.state(now))
+            except ObservationError:
+                off = ""
+        if off:
+            self._fault_now(off, now)
+            return
+        with self._lock:
+            if version != self._instruction_version or not self._active:
+                return
             self._chunks += 1
             self._last_latency = chunk.total_latency
             self._stage_latency = dict(chunk.latency)
