@@ -233,7 +233,7 @@ def test_message_types_resolve_without_rosidl_runtime_py() -> None:
     from sensor_msgs.msg import Image
 
     from qvla_core.errors import QvlaError
-    from qvla_ros.nodes.recorder_node import message_class
+    from qvla_ros.io.message_types import message_class
 
     assert message_class("sensor_msgs/msg/Image") is Image
     # control_msgs is not on PyPI and not in ../shared/ros2-extras: truly absent here (nav2_msgs is built)

@@ -26,7 +26,6 @@ sequence numbers where the middleware reports them; a full write queue drops and
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections import deque
@@ -52,27 +51,8 @@ from qvla_core.errors import ConfigError, QvlaError
 from qvla_core.robot_io import RobotConfig, load_robot_config, recorded_topics
 from qvla_msgs.srv import StartEpisode, StopEpisode
 from qvla_ros.io.episode_bag import COMPRESSION, EpisodeBag, TopicSpec
+from qvla_ros.io.message_types import message_class, qos_yaml
 from qvla_ros.io.parameters import Param, check_update, declare_all
-
-
-def message_class(type_name: str) -> Any:
-    """The Python class of a ROS 2 type ``pkg/msg/Name`` as a publisher advertises it.
-
-    rosidl_runtime_py.utilities.get_message does the same on a distribution, but rosidl_runtime_py is
-    not on PyPI, and the recorder must run where only rclpy and the message packages are installed.
-    """
-    parts = type_name.split("/")
-    if len(parts) != 3 or not all(parts):
-        raise QvlaError(f"topic type {type_name!r} is not of the form pkg/msg/Name")
-    package, kind, name = parts
-    try:
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
-    except (ImportError, AttributeError) as exc:
-        raise QvlaError(
-            f"message type {type_name} is not installed in this environment ({exc}); install the "
-            f"package {package} (and source its setup file) to record this topic"
-        ) from exc
-
 
 RECORDER_NODE_PARAMS: tuple[Param, ...] = (
     Param("robot_config", "", "Path of the robot YAML whose topics are recorded. Required.", read_only=True),
@@ -122,31 +102,6 @@ class _Topic:
     lost: int = 0  # gaps in the publishers' sequence numbers
     last_sequence: dict[bytes, int] = field(default_factory=dict)  # per publisher gid
     preroll: deque[tuple[int, int, int, bytes]] = field(default_factory=deque)
-
-
-def _qos_yaml(profiles: list[Any]) -> str:
-    """The publishers' QoS as rosbag2 stores ``offered_qos_profiles`` (a YAML list)."""
-    import yaml
-
-    def duration(d: Any) -> dict[str, int]:
-        sec, nsec = divmod(int(d.nanoseconds), 1_000_000_000)
-        return {"sec": sec, "nsec": nsec}
-
-    rows = [
-        {
-            "history": int(p.history),
-            "depth": int(p.depth),
-            "reliability": int(p.reliability),
-            "durability": int(p.durability),
-            "deadline": duration(p.deadline),
-            "lifespan": duration(p.lifespan),
-            "liveliness": int(p.liveliness),
-            "liveliness_lease_duration": duration(p.liveliness_lease_duration),
-            "avoid_ros_namespace_conventions": bool(p.avoid_ros_namespace_conventions),
-        }
-        for p in profiles
-    ]
-    return str(yaml.safe_dump(rows, sort_keys=False))
 
 
 class RecorderNode(Node):
@@ -217,7 +172,7 @@ class RecorderNode(Node):
                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                 durability=DurabilityPolicy.VOLATILE,
             )
-            topic.qos_yaml = _qos_yaml([i.qos_profile for i in infos])
+            topic.qos_yaml = qos_yaml([i.qos_profile for i in infos])
             topic.type_hash = str(infos[0].topic_type_hash)
             topic.subscription = self.create_subscription(
                 msg_class,
