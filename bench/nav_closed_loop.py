@@ -8,8 +8,11 @@ trajectory is read from ``/odom`` and collisions from ``~/collisions``; an episo
 has been at rest for 2 s of sim time after moving, or after ``--max-time`` s. Metrics as in
 bench/nav_direct.py (qvla_core.sim.nav.metrics).
 
-The chance baseline runs as a policy plugin (``policy:=module.path:factory``); where the policy node
-does not take plugins yet, ``--no-baseline`` skips it.
+The chance baseline runs as a policy plugin (``policy:=module.path:factory``); ``--no-baseline``
+skips it. ``--checkpoint DIR`` adds a learned Qwen-VLA policy (the policy node with
+``checkpoint:=DIR`` on the CPU, float32), with ``--robot-config`` the YAML it was trained with (e.g.
+``qvla-collect``'s ``OUT/robot.yaml``: its camera size is what the sim renders); ``--no-expert``
+skips the expert.
 
 Run (from the repository root, after scripts/setup.sh)::
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import threading
 import time
 from pathlib import Path
@@ -122,9 +126,16 @@ def episode(watch: Watch, seed: int, max_time: float, wall_limit: float) -> NavM
 
 
 def run(
-    policy: str, seeds: list[int], rtf: float, max_time: float, log_dir: Path | None
+    policy: str,
+    seeds: list[int],
+    rtf: float,
+    max_time: float,
+    log_dir: Path | None,
+    robot_config: str = "",
+    checkpoint: str = "",
 ) -> tuple[list[NavMetrics], float, float]:
     values = {"policy": policy, "seed": str(seeds[0]), "real_time_factor": str(rtf), "device": "cpu"}
+    values |= {"robot_config": robot_config, "checkpoint": checkpoint, "dtype": "float32"}
     specs = nav_sim_demo_specs(values, CONFIG_DIR)
     procs = [NodeProcess(s, log_dir=log_dir, prefix=ROOT / "install" / s.package) for s in specs]
     context = Context()
@@ -167,25 +178,34 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=90.0, help="episode limit [sim s]")
     ap.add_argument("--real-time-factor", type=float, default=1.0)
     ap.add_argument("--no-baseline", action="store_true", help="skip the chance baseline (plugin policy)")
+    ap.add_argument("--no-expert", action="store_true", help="skip the expert")
+    ap.add_argument("--checkpoint", default="", help="also a learned policy: this checkpoint directory")
+    ap.add_argument("--robot-config", default="", help="robot YAML of the nodes (default: vln_nav)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "nav_closed_loop.md"))
     ap.add_argument("--log-dir", type=Path, default=None, help="keep the nodes' logs here")
     args = ap.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    runs = [("expert (expert_vln_nav)", "expert_vln_nav")]
+    runs = [] if args.no_expert else [("expert (expert_vln_nav)", "expert_vln_nav")]
     if not args.no_baseline:
         runs.append(("chance (walks to a random object)", BASELINE))
+    if args.checkpoint:
+        runs.append((f"learned ({Path(args.checkpoint).name})", "qwen_vla"))
     rows = []
     for name, policy in runs:
         log_dir = None if args.log_dir is None else args.log_dir / policy.split(":")[-1]
-        results, wall, sim_s = run(policy, seeds, args.real_time_factor, args.max_time, log_dir)
+        checkpoint = args.checkpoint if policy == "qwen_vla" else ""
+        results, wall, sim_s = run(
+            policy, seeds, args.real_time_factor, args.max_time, log_dir, args.robot_config, checkpoint
+        )
         rows.append((name, summarize(results), wall, sim_s))
+    command = " ".join(sys.argv[1:])
     lines = [
-        "# Navigation through ROS 2: the expert and the chance baseline",
+        "# Navigation through ROS 2: " + ", ".join(name.split(" (")[0] for name, _ in runs),
         "",
         f"{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), nav_sim_node + policy_node as "
-        f"vln_nav_sim.launch.py starts them, real_time_factor {args.real_time_factor:g}, "
-        f"{platform.processor() or platform.machine()}. Command: `python bench/nav_closed_loop.py "
-        f"--seeds {args.seeds} --real-time-factor {args.real_time_factor:g}`.",
+        f"vln_nav_sim.launch.py starts them, real_time_factor {args.real_time_factor:g}, at most "
+        f"{args.max_time:g} sim s per episode, {platform.processor() or platform.machine()}. Command: "
+        f"`python bench/nav_closed_loop.py {command}`.",
         "",
         "| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |",
         "|---|---|---|---|---|---|---|---|---|",
