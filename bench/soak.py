@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="only rewrite the .md/.png of an earlier run from its JSON",
     )
+    p.add_argument(
+        "--note", action="append", default=[], help="with --render: a note for the page (repeatable)"
+    )
     return p
 
 
@@ -380,7 +383,7 @@ class Soak:
         self.obs.close()
 
 
-def render(path: Path) -> int:
+def render(path: Path, notes: list[str]) -> int:
     """Rewrite an earlier run's page and plot (beside its JSON) from the JSON alone."""
     import json
 
@@ -390,7 +393,8 @@ def render(path: Path) -> int:
     args = parser().parse_args(shlex.split(data["command"])[2:])
     args.command, args.out, args.domain_id = data["command"], path.with_suffix(".md"), data["ros_domain_id"]
     report = Report.from_json(data, args, Schedule(args.duration_s))
-    report.write(plot=True)
+    report.notes += [f"(added when the page was rewritten from the JSON) {n}" for n in notes]
+    report.write(plot=True, json_too=False)
     print(f"soak: rewrote {args.out} from {path}")
     return 0
 
@@ -398,7 +402,7 @@ def render(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.render is not None:
-        return render(args.render)
+        return render(args.render, args.note)
     args.command = " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv])
     args.out = args.out.resolve()
     if args.domain_id is None:

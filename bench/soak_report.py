@@ -59,6 +59,7 @@ class Report:
         self.final: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
         self.complete = False
+        self.written_utc = ""  # set when re-rendered from a JSON: the run's own time
         self.t0 = time.time()
         self.started_utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
@@ -69,7 +70,7 @@ class Report:
         r.samples, r.stale = data["samples"], data["stale_injections"]
         r.instructions, r.final, r.notes = data["instruction_changes"], data["final"], data["notes"]
         r.lost_before_start = data.get("lost_before_start") or {}
-        r.complete, r.started_utc = not data["partial"], data["started"]
+        r.complete, r.started_utc, r.written_utc = not data["partial"], data["started"], data["written"]
         # The JSON's times are relative to the start (t_s, rounded to 0.1 s) except each injection's
         # t_last; the start is rebuilt from the first injection.
         r.t0 = r.stale[0]["t_last"] - r.stale[0]["t_s"] if r.stale else 0.0
@@ -230,14 +231,14 @@ class Report:
         self.final, self.complete = final, complete
         self.write(plot=True)
 
-    def write(self, plot: bool = False) -> None:
+    def write(self, plot: bool = False, json_too: bool = True) -> None:
         self.summary = self.summarize()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "partial": not self.complete,
             "command": self.args.command,
             "started": self.started_utc,
-            "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "written": self.written_utc or time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "duration_s": self.args.duration_s,
             "elapsed_s": self.final.get("elapsed_s", round(time.time() - self.t0, 1)),
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "mem_gib": round(mem_total_gib(), 1)},
@@ -260,7 +261,8 @@ class Report:
             else round(self.t_end_pause - self.t0, 2),
             "notes": self.notes,
         }
-        _atomic_write(self.out.with_suffix(".json"), json.dumps(data, indent=1, default=str))
+        if json_too:  # not when re-rendering from the JSON: it stays what the run measured
+            _atomic_write(self.out.with_suffix(".json"), json.dumps(data, indent=1, default=str))
         if plot and self.samples:
             self._plot()
         _atomic_write(self.out, self._markdown(data))
