@@ -156,17 +156,23 @@ def rig(
 
 
 def faulted_on(rig: FaultRig, since: float, words: str, *, recovers_fast: bool = False) -> None:
-    """/qvla/status and /diagnostics name the fault. Where the node recovers within a status period
-    (``recovers_fast``), the ERROR level may fall between two messages: then the fault is checked in
-    last_fault and in the diagnostic's text, which keep it after recovery."""
+    """A /qvla/status and a /diagnostics message since ``since`` name the fault (every message
+    received is searched: on a loaded machine the next fault, e.g. a joint-state gap of the robot
+    stand-in, can replace it in last_fault within a status period). Where the node recovers within a
+    status period (``recovers_fast``) the fault may show only in last_fault and the diagnostic's text,
+    which keep it after recovery, not in a FAULT run state or an ERROR level."""
     want = (
         (PolicyStatus.RUN_FAULT,) if not recovers_fast else (PolicyStatus.RUN_FAULT, PolicyStatus.RUN_RUNNING)
     )
-    wait_for(
-        lambda: (s := rig.status(since)).run_state in want and words in s.last_fault,
-        5.0,
-        f"status naming {words!r}\n{rig.node.log()[-1500:]}",
-    )
+
+    def statuses() -> list[PolicyStatus]:
+        return [
+            s
+            for s in rig.robot.snapshot().statuses
+            if to_sec(s.header.stamp) >= since and s.run_state in want and words in s.last_fault
+        ]
+
+    wait_for(statuses, 5.0, f"status naming {words!r}\n{rig.node.log()[-1500:]}")
     levels = (b"\x02",) if not recovers_fast else (b"\x00", b"\x01", b"\x02")
     wait_for(
         lambda: [d for d in rig.diag_since(since) if d.level in levels and words in d.message],
