@@ -312,7 +312,7 @@ class Soak:
                 stale_at.pop(0)
                 cam = cameras[n_stale % len(cameras)]
                 n_stale += 1
-                res = self.ask("stale", cam, sched.stale_pause_s, sched.stale_settle_s)
+                res = self.ask("stale", cam, sched.stale_pause_s, sched.stale_settle_s, report.limit_s)
                 report.add_stale(res, t0)
             elif instr_at and t >= instr_at[0]:
                 instr_at.pop(0)

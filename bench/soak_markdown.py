@@ -146,11 +146,12 @@ def markdown(r: Any, data: dict[str, Any]) -> str:
         "",
         "Hold delay: from the stamp of the camera's last frame to the arrival of the hold "
         "(JointTrajectory, stamp 0, one point) at the later of the two controllers. Recovery: from the "
-        "camera's first new frame to the next command.",
+        "camera's first new frame to the next command. On time: at the limit both controllers' last "
+        'trajectory is a hold and no command follows until the camera is back ("held already": the '
+        "node was holding for another fault when the camera stopped and, holding, sends no second hold).",
         "",
         "Fault names the camera: whether /qvla/status reported the stopped camera as stale (no: the "
-        "node was already holding for another fault when the camera stopped, so the hold measured "
-        "may be that fault's).",
+        "node was already in another fault, so the hold measured may be that fault's).",
         "",
         "| t [s] | camera | hold delay [s] | commands after hold | recovery [s] | fault names the camera "
         "| on time |",
@@ -162,8 +163,11 @@ def markdown(r: Any, data: dict[str, Any]) -> str:
             x["t_s"] - 0.5 <= f["t_s"] <= x["t_s"] + window and x["camera"] in f["fault"]
             for f in data["faults"]
         )
+        held_already = x["hold_delay_s"] is None and x.get("already_holding")
         out.append(
-            f"| {x['t_s']:.0f} | {x['camera']} | {fmt(x['hold_delay_s'])} | {x['commands_after_hold']} | "
+            f"| {x['t_s']:.0f} | {x['camera']} | "
+            f"{'held already' if held_already else fmt(x['hold_delay_s'])} | "
+            f"{x['commands_after_hold']} | "
             f"{fmt(x['recovery_s'])} | {yes[named]} | {yes[x['on_time']]} |"
         )
     out += [

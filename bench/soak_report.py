@@ -97,21 +97,32 @@ class Report:
         self.instructions.append({"t_s": round(t, 1), "instruction": text, "success": ok, "message": message})
 
     def add_stale(self, res: dict[str, Any], t0: float) -> None:
-        delays = [v["hold_delay_s"] for v in res["topics"].values()]
-        worst = None if None in delays else max(delays)
-        after = sum(v["commands_after_hold"] for v in res["topics"].values())
-        rec = [v["recovery_s"] for v in res["topics"].values()]
+        topics = res["topics"].values()
+        delays = [v["hold_delay_s"] for v in topics if v["hold_delay_s"] is not None]
+        after = sum(v["commands_after_hold"] for v in topics)
+        rec = [v["recovery_s"] for v in topics]
+        # On time: at the limit every controller's last trajectory is a hold (the one sent for this
+        # camera, or one from a fault the node was already holding for: it sends no second hold),
+        # and no command follows until the camera is back.
+        on_time = all(
+            v.get("held_at_limit", v["hold_delay_s"] is not None and v["hold_delay_s"] <= self.limit_s)
+            and v.get("commands_after_limit", 0) == 0
+            and v["commands_after_hold"] == 0
+            for v in topics
+        )
         entry = {
             "t_s": round(res["t_last"] - t0, 1),
             "camera": res["camera"],
             "t_last": res["t_last"],
             "t_resume": res["t_resume"],
-            "hold_delay_s": worst,  # the later of the two controllers' holds
+            "hold_delay_s": max(delays) if len(delays) == len(topics) else None,  # the later controller's
+            "already_holding": any(v.get("already_holding") for v in topics),
             "per_topic": res["topics"],
             "commands_after_hold": after,
             "recovery_s": None if None in rec else max(rec),
-            "on_time": worst is not None and worst <= self.limit_s and after == 0,
+            "on_time": on_time,
         }
+        worst = entry["hold_delay_s"]
         self.stale.append(entry)
         print(
             f"soak: t={entry['t_s']:.0f} s {res['camera']} stale: hold after {fmt(worst)} s "

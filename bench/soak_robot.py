@@ -7,7 +7,7 @@ states report the executed command. Being a separate process, its GIL and garbag
 pause the process that measures, and the measuring process's never delay a recorded arrival.
 
 The parent talks to it over a multiprocessing Pipe, one request at a time:
-  ("stale", camera, pause_s, settle_s) -> dict   stop one camera, measure the hold, restart it
+  ("stale", camera, pause_s, settle_s, limit_s) -> dict   stop one camera, measure the hold, restart it
   ("sent_before", stamp)              -> dict   per input, how many messages were sent up to stamp
   ("counts",)                          -> dict   trajectories / holds received, rejections, RSS
   ("pause_all",) / ("resume_all",)     -> float  every input stops / restarts (exact loss counts)
@@ -196,9 +196,11 @@ class StandIn:
                 self.rejections.append(f"{topic}: {self.controllers[topic].last_rejection}")
 
     # ------------------------------------------------------------------ requests
-    def stale(self, camera: str, pause_s: float, settle_s: float) -> dict[str, Any]:
-        """Stop one camera for pause_s, then restart it; when each controller got its hold after
-        the camera's last frame, and any command that arrived after the hold before the restart."""
+    def stale(self, camera: str, pause_s: float, settle_s: float, limit_s: float) -> dict[str, Any]:
+        """Stop one camera for pause_s, then restart it. Per controller: when the hold came after the
+        camera's last frame; whether the node was already holding then (another fault: it sends no
+        second hold); commands after the hold, and commands later than limit_s after the last frame,
+        before the restart (both must be none); when commands came back after the restart."""
         with self._cam_lock:
             self.paused.add(camera)
             t_last = self.sent[camera][-1]  # the last frame's stamp (taken right before publishing)
@@ -208,16 +210,23 @@ class StandIn:
             t_resume = time.time()
         time.sleep(settle_s)
         with self._traj_lock:
-            seen = [r for r in self.trajs if r[0] > t_last]
+            trajs = list(self.trajs)
         per_topic = {}
         for topic in self.controllers:
-            mine = [(t, h) for t, top, h in seen if top == topic]
+            before = [h for t, top, h in trajs if top == topic and t <= t_last]
+            mine = [(t, h) for t, top, h in trajs if top == topic and t > t_last]
             hold = next((t for t, h in mine if h and t <= t_resume), None)
             after = [t for t, h in mine if not h and hold is not None and hold < t <= t_resume]
+            late = [t for t, h in mine if not h and t_last + limit_s < t <= t_resume]
             recovered = next((t for t, h in mine if not h and t > t_resume), None)
+            # What the controller executes at the limit: the last trajectory it received by then.
+            by_limit = [h for t, top, h in trajs if top == topic and t <= t_last + limit_s]
             per_topic[topic] = {
+                "held_at_limit": bool(by_limit) and by_limit[-1],
                 "hold_delay_s": None if hold is None else hold - t_last,
+                "already_holding": bool(before) and before[-1],
                 "commands_after_hold": len(after),
+                "commands_after_limit": len(late),
                 "commands_before_hold": sum(1 for t, h in mine if not h and (hold is None or t < hold)),
                 "recovery_s": None if recovered is None else recovered - t_resume,
             }
@@ -272,7 +281,7 @@ def run(conn: Connection, robot_config: str, camera_hz: float, state_hz: float) 
         while True:
             req = conn.recv()
             if req[0] == "stale":
-                conn.send(robot.stale(req[1], req[2], req[3]))
+                conn.send(robot.stale(req[1], req[2], req[3], req[4]))
             elif req[0] == "sent_before":
                 conn.send(robot.sent_before(req[1]))
             elif req[0] == "counts":
