@@ -361,8 +361,9 @@ def test_a_chunk_that_loses_the_race_with_a_stop_never_follows_the_hold(rig: Any
 
     def check_then_stop(*args: Any, **kwargs: Any) -> Any:
         if not stopper:  # first chunk: an operator presses stop right now
-            stopper.append(threading.Thread(target=engine.stop))
-            stopper[0].start()
+            operator = threading.Thread(target=engine.stop)
+            operator.start()  # before the test thread can see (and join) it
+            stopper.append(operator)
             time.sleep(0.02)  # stop() now waits for the engine's lock
         return real_check(*args, **kwargs)
 
