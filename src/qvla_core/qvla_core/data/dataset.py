@@ -20,6 +20,9 @@ the episode start the first frame), the state, the task text, and the ``horizon`
 ``k`` on (past the episode's end the last action repeats and ``action_is_pad`` is True). A waypoint
 embodiment's rows are one-step poses, composed into the waypoints, and its action statistics are
 the waypoints' (:mod:`qvla_core.data.waypoints`).
+
+A little over 400 lines because every check above runs once, at opening, against one set of
+tables; the checks of damaged input themselves live in :mod:`qvla_core.data.integrity`.
 """
 
 from __future__ import annotations
