@@ -44,7 +44,15 @@ from std_srvs.srv import Trigger
 
 from qvla_core.sim.nav.controller import compose
 from qvla_core.sim.nav.generate import generate_scene
-from qvla_core.sim.nav.metrics import NavMetrics, episode_metrics, shortest_path_length, summarize
+from qvla_core.sim.nav.metrics import (
+    LEGEND,
+    TABLE_HEADER,
+    NavMetrics,
+    episode_metrics,
+    shortest_path_length,
+    summarize,
+    table_row,
+)
 from qvla_ros.io.conversions import to_sec
 from qvla_ros.tools.bringup import nav_sim_demo_specs
 from qvla_ros.tools.collect_nav import came_to_rest
@@ -207,22 +215,10 @@ def main() -> None:
         f"{args.max_time:g} sim s per episode, {platform.processor() or platform.machine()}. Command: "
         f"`python bench/nav_closed_loop.py {command}`.",
         "",
-        "| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *TABLE_HEADER,
     ]
-    legend = [
-        "",
-        "SR: stopped within 1 m of the named object's centre; OSR: came within 1 m at some point; NE: "
-        "final distance to it; TL: path driven; SPL: SR weighted by shortest path / max(driven, "
-        "shortest), the shortest being the any-angle path on the map inflated by the base's 0.22 m "
-        "radius into the 1 m region; collisions: contacts with walls or objects (0.5 s apart); wrong "
-        "object: ended within 1 m of another object instead (see qvla_core.sim.nav.metrics).",
-    ]
-    for name, s, _, _ in rows:
-        lines.append(
-            f"| {name} | {s['SR']:.0%} | {s['OSR']:.0%} | {s['NE']:.2f} | {s['TL']:.1f} | {s['SPL']:.2f} "
-            f"| {s['collisions']:.2f} | {s['collision_free']:.0%} | {s['wrong_object']:.0%} |"
-        )
+    legend = ["", LEGEND]
+    lines += [table_row(name, s) for name, s, _, _ in rows]
     lines.append("")
     for name, _, wall, sim_s in rows:
         lines.append(f"{name}: {wall:.0f} s wall for {sim_s:.0f} s of sim time.")

@@ -26,7 +26,7 @@ from qvla_core.embodiment import load_embodiment
 from qvla_core.sim.nav.env import NavSim
 from qvla_core.sim.nav.episode import EpisodeLog, run_episode
 from qvla_core.sim.nav.expert import NavExpert, RandomObjectBaseline
-from qvla_core.sim.nav.metrics import summarize
+from qvla_core.sim.nav.metrics import LEGEND, TABLE_HEADER, summarize, table_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,22 +74,10 @@ def main() -> None:
         f"`python bench/nav_direct.py --seeds {args.seeds} --first-seed {args.first_seed}"
         f"{' --render' if args.render else ''}`.",
         "",
-        "| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *TABLE_HEADER,
     ]
-    legend = [
-        "",
-        "SR: stopped within 1 m of the named object's centre; OSR: came within 1 m at some point; NE: "
-        "final distance to it; TL: path driven; SPL: SR weighted by shortest path / max(driven, "
-        "shortest), the shortest being the any-angle path on the map inflated by the base's 0.22 m "
-        "radius into the 1 m region; collisions: contacts with walls or objects (0.5 s apart); wrong "
-        "object: ended within 1 m of another object instead (see qvla_core.sim.nav.metrics).",
-    ]
-    for name, s, _, _, _ in rows:
-        lines.append(
-            f"| {name} | {s['SR']:.0%} | {s['OSR']:.0%} | {s['NE']:.2f} | {s['TL']:.1f} | {s['SPL']:.2f} "
-            f"| {s['collisions']:.2f} | {s['collision_free']:.0%} | {s['wrong_object']:.0%} |"
-        )
+    legend = ["", LEGEND]
+    lines += [table_row(name, s) for name, s, _, _, _ in rows]
     lines.append("")
     for name, _, wall, sim_s, renders in rows:
         extra = f", rendering {renders:.1f} s" if args.render else ""

@@ -122,3 +122,25 @@ def summarize(episodes: list[NavMetrics]) -> dict[str, float]:
         "collision_free": float(np.mean([r["collisions"] == 0 for r in rows])),
         "wrong_object": mean("wrong_object"),
     }
+
+
+TABLE_HEADER = (
+    "| policy | SR | OSR | NE [m] | TL [m] | SPL | collisions/ep | collision-free | wrong object |",
+    "|---|---|---|---|---|---|---|---|---|",
+)
+LEGEND = (
+    "SR: stopped within 1 m of the named object's centre; OSR: came within 1 m at some point; NE: "
+    "final distance to it; TL: path driven; SPL: SR weighted by shortest path / max(driven, "
+    "shortest), the shortest being the any-angle path on the map inflated by the base's 0.22 m "
+    "radius into the 1 m region; collisions: contacts with walls or objects (0.5 s apart); wrong "
+    "object: ended within 1 m of another object instead (see qvla_core.sim.nav.metrics)."
+)
+
+
+def table_row(name: str, summary: dict[str, float]) -> str:
+    """One row of the benchmarks' Markdown table (:data:`TABLE_HEADER`) from :func:`summarize`."""
+    s = summary
+    return (
+        f"| {name} | {s['SR']:.0%} | {s['OSR']:.0%} | {s['NE']:.2f} | {s['TL']:.1f} | {s['SPL']:.2f} "
+        f"| {s['collisions']:.2f} | {s['collision_free']:.0%} | {s['wrong_object']:.0%} |"
+    )
