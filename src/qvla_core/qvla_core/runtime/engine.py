@@ -462,6 +462,7 @@ class PolicyEngine:
         if self._waypoint_cols is None and traj is None:
             self._log_throttled("warn", "late-chunk", "chunk arrived after its horizon; nothing sent")
             return
+        output_fault = ""
         with self._send_lock:
             with self._lock:  # a pause, stop, fault or deactivate since the check above wins
                 if version != self._instruction_version or not self._active:
@@ -477,9 +478,8 @@ class PolicyEngine:
                 except Exception as exc:  # the robot's side refused or is missing: not an inference fault
                     output_fault = f"output failed: {type(exc).__name__}: {exc}"
                 else:
-                    output_fault = ""
                     self._count_command()
-        if not self.dry_run and output_fault:
+        if output_fault:
             self._fault_now(output_fault, now)
             return
         first_due = chunk.observation_stamp if traj is None else traj.start_stamp

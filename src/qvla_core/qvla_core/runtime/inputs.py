@@ -8,7 +8,6 @@ and the plan must change together (see engine.py).
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from typing import Any
@@ -87,6 +86,5 @@ class SensorInputs:
         self.watchdog.reset()
 
     def until_stale(self, now: float) -> float:
-        """Seconds until the first input goes stale (inf when none will, <= 0 when one is)."""
-        due = self.watchdog.next_expiry() - now
-        return due if not math.isnan(due) else math.inf
+        """Seconds until the first input goes stale (-inf while one was never fed, <= 0 when one is)."""
+        return self.watchdog.next_expiry() - now
