@@ -62,10 +62,8 @@ def robot_yaml() -> str:
 
 
 def _episode_bag() -> Any:
-    try:  # the recorder's writer (qvla_ros is being split into sub-packages: either place)
-        from qvla_ros.io import episode_bag
-    except ImportError:
-        from qvla_ros import episode_bag  # type: ignore[no-redef]
+    from qvla_ros.io import episode_bag  # the recorder's writer (imported late: needs rclpy)
+
     return episode_bag
 
 
