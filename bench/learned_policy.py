@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=("collect", "train", "expert"))
     p.add_argument("--out", type=Path, default=ROOT / "docs/bench/learned_policy.md")
     p.add_argument("--export", type=Path, help="copy the trained checkpoint here (e.g. the demo's)")
+    p.add_argument("--json", type=Path, help="also write the results here (peer_act.py --qvla-json reads it)")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     train_seeds, eval_seeds = seeds_range(args.train_seeds), seeds_range(args.eval_seeds)
@@ -209,8 +210,31 @@ def main() -> None:
     if (model_dir / "training" / "loss.png").exists():
         shutil.copyfile(model_dir / "training" / "loss.png", loss_png)
     report(args, phases, evaluations, chunks, speeds, delays, total, model_dir, loss_png)
+    if args.json:
+        write_json(args.json, args.preset, evaluations, model_dir)
     if args.export:
         export(model_dir, args.export, robot)
+
+
+def write_json(path: Path, preset: str, evaluations: dict[str, list[EpisodeResult]], model_dir: Path) -> None:
+    """The learned policy's results per chunking mode, in the format bench/peer_act.py reads."""
+    modes = {
+        key.split(", ", 1)[1]: {
+            "successes": sum(r.success for r in results),
+            "n": len(results),
+            "levels": [sum(r.max_reward >= k for r in results) for k in (1, 2, 3, 4)],
+        }
+        for key, results in evaluations.items()
+        if key.startswith("learned, ")
+    }
+    data: dict[str, object] = {"label": f"qvla {preset}", "modes": modes}
+    log = model_dir / "training" / "log.jsonl"
+    if log.exists():
+        train = [json.loads(line) for line in log.read_text().splitlines() if '"train"' in line]
+        if train:
+            data["steps"] = train[-1]["step"]
+            data["train_minutes"] = (train[-1]["time"] - train[0]["time"]) / 60.0
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def training_summary(model_dir: Path) -> str:

@@ -231,6 +231,45 @@ def test_config_round_trip_and_rejects_unknown_keys() -> None:
         DecoderConfig(hidden=30, heads=4)
     with pytest.raises(ConfigError, match="num_steps must be > 0"):
         dataclasses.replace(cfg, num_steps=0)
+    with pytest.raises(ConfigError, match="pooled_cond must be true or false"):
+        DecoderConfig.from_dict({"pooled_cond": 1})
+    film = DecoderConfig(pooled_cond=True, cross_gate_init=0.5)
+    assert DecoderConfig.from_dict(film.to_dict()) == film
+    # Checkpoints written before the FiLM path have neither key: they load as they were built.
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("pooled_cond", "cross_gate_init")}
+    assert DecoderConfig.from_dict(old) == cfg
+    assert not ActionDecoder(cfg).state_dict().keys() & {"cond_pool.weight", "cond_pool.bias"}
+
+
+def test_pooled_conditioning_reaches_every_flow_time_and_gates_start_open() -> None:
+    """With ``pooled_cond`` the scene changes the velocity even where cross-attention is masked out
+    entirely (the FiLM path alone), and ``cross_gate_init`` opens the cross-attention gates."""
+    torch.manual_seed(0)
+    model = ActionDecoder(dataclasses.replace(CFG, pooled_cond=True, cross_gate_init=1.0)).eval()
+    for block in model.blocks:
+        assert isinstance(block, DiTBlock)
+        gates = block.modulation.bias.view(9, -1)
+        assert torch.all(gates[5] == 1.0) and torch.all(gates[[0, 1, 2, 3, 4, 6, 7, 8]] == 0.0)
+    with torch.no_grad():  # randomise the zero-initialised outputs so the velocity is not 0
+        for p in model.parameters():
+            if p.dim() > 0 and not p.any():
+                p.normal_(0.0, 0.1)
+        for block in model.blocks:
+            assert isinstance(block, DiTBlock)
+            block.modulation.bias.view(9, -1)[5] = 0.0  # cross-attention shut: only FiLM is left
+    state, cond, cond_mask, action_mask = make_context([14, 14])
+    cond[1] = cond[0]
+    cond[1, :4] = torch.randn(4, C)  # the second scene differs in a few tokens
+    cond_mask[1] = cond_mask[0]
+    x = torch.randn(1, 16, A).expand(2, -1, -1)
+    t = torch.full((2,), 0.5)
+    v = model(x, t, state[:1].expand(2, -1), cond, cond_mask, action_mask)
+    assert (v[0] - v[1]).abs().max() > 1e-3
+    # ... and padded tokens stay out of the pooled mean
+    hidden = cond.clone()
+    hidden[0, ~cond_mask[0]] += 100.0
+    same = model(x[:1], t[:1], state[:1], hidden[:1], cond_mask[:1], action_mask[:1])
+    assert torch.allclose(same, v[:1], atol=1e-5)
 
 
 def test_bad_shapes_raise_clear_value_errors() -> None:

@@ -61,8 +61,6 @@ from qvla_core.model.tokenizer import SPECIAL_TOKENS, corpus_from_texts, train_t
 from qvla_core.model.vision_stem import STEM_KEY, install_stem, stem_for
 
 PRESETS = ("tiny", "small", "small_conv", "full")
-# The decoder shape of each preset (small_conv differs from small only in its vision stem).
-DECODER_OF = {"small_conv": "small"}
 BACKBONE_MODES = ("reference", "link", "copy")
 
 
@@ -106,7 +104,7 @@ def decoder_config(
     max_horizon: int | None = None,
 ) -> DecoderConfig:
     """The preset's decoder on a backbone of width ``cond_dim``, wide and long enough for ``embodiments``."""
-    base = DECODER_PRESETS[DECODER_OF.get(preset, preset)]
+    base = DECODER_PRESETS[preset]
     need_action = max((len(e.action) for e in embodiments), default=0)
     need_state = max((len(e.state) for e in embodiments), default=0)
     need_horizon = max((e.horizon for e in embodiments), default=0)

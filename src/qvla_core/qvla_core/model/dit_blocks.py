@@ -85,10 +85,13 @@ class DiTBlock(nn.Module):
 
     x <- x + g1 * SelfAttn(mod(LN(x)));  x <- x + g2 * CrossAttn(mod(LN(x)), cond);
     x <- x + g3 * MLP(mod(LN(x))).  The modulation layer is zero-initialised, so every gate g is 0
-    at init and the block starts as the identity (DiT's adaLN-Zero).
+    at init and the block starts as the identity (DiT's adaLN-Zero); ``cross_gate_init`` starts g2
+    at that value instead, so the backbone tokens reach the actions from the first step.
     """
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float, cond_dim: int) -> None:
+    def __init__(
+        self, hidden: int, heads: int, mlp_ratio: float, cond_dim: int, *, cross_gate_init: float = 0.0
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.norm_self = _layer_norm(hidden)
@@ -106,6 +109,8 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Linear(hidden, 9 * hidden)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
+        with torch.no_grad():  # the cross-attention gate is chunk 5 of 9 (see forward)
+            self.modulation.bias[5 * hidden : 6 * hidden] = cross_gate_init
 
     def project_cond(self, cond: Tensor) -> CrossKV:
         """Cross-attention K/V of the (normalised) backbone tokens (B, L, C); reusable across steps."""
