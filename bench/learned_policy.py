@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from closed_loop import through_ros  # noqa: E402
 
+from qvla_ros.tools.bringup import write_robot_variant  # noqa: E402
 from qvla_ros.tools.sim_monitor import EpisodeResult  # noqa: E402
 
 MODES = ("replace", "temporal_ensemble", "rtc")
@@ -213,7 +214,7 @@ def main() -> None:
     if args.json:
         write_json(args.json, args.preset, evaluations, model_dir)
     if args.export:
-        export(model_dir, args.export, robot)
+        export(model_dir, args.export, robot, best_mode(evaluations))
 
 
 def write_json(path: Path, preset: str, evaluations: dict[str, list[EpisodeResult]], model_dir: Path) -> None:
@@ -325,13 +326,22 @@ rejected (nothing of them sent).
     print("\n" + table + f"\n\nwrote {args.out}")
 
 
-def export(model_dir: Path, dest: Path, robot: Path) -> None:
-    """Copy the trained checkpoint (resolving links: the demo's copy must stand alone)."""
+def best_mode(evaluations: dict[str, list[EpisodeResult]]) -> str:
+    """The chunk-splicing mode in which the learned policy succeeded most often ("" if none ran)."""
+    learned = {k.split(", ", 1)[1]: v for k, v in evaluations.items() if k.startswith("learned, ")}
+    if not learned:
+        return ""
+    return max(learned, key=lambda mode: sum(r.success for r in learned[mode]))
+
+
+def export(model_dir: Path, dest: Path, robot: Path, chunking_mode: str = "") -> None:
+    """Copy the trained checkpoint (resolving links: the demo's copy must stand alone) with its robot
+    YAML, set to the chunking mode that succeeded most often in the evaluation."""
     if dest.exists():
         shutil.rmtree(dest)
     skip = shutil.ignore_patterns("cache", "checkpoints", "latest")  # training state, not the policy
     shutil.copytree(model_dir, dest, symlinks=False, ignore=skip)
-    shutil.copyfile(robot, dest / "robot.yaml")
+    write_robot_variant(robot, dest / "robot.yaml", chunking_mode)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"exported {dest} ({size / 1e6:.1f} MB)")
 

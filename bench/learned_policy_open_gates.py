@@ -8,6 +8,10 @@ of each block's cross-attention gate to ``--value`` (the gate is then that value
 until training moves it); run E of docs/bench/learned_policy.md started from such a checkpoint and was
 the first to follow the cube.
 
+Checkpoints that ``qvla-build-checkpoint --preset small_conv`` writes now start with these gates open
+(``DecoderConfig.cross_gate_init``, with the pooled FiLM path beside it); this script remains for
+opening them in checkpoints built before, as run E's was.
+
 Run (from the repository root)::
 
     python bench/learned_policy_open_gates.py CHECKPOINT_DIR

@@ -1,12 +1,13 @@
-"""The committed trained checkpoint, through the installed nodes: a learned Qwen-VLA policy moves the
-right gripper to the cube.
+"""The committed trained checkpoint, through the installed nodes: a learned Qwen-VLA policy picks the
+cube up.
 
 The demo's checkpoint (share/qvla_ros/models/aloha_transfer_cube, trained by bench/learned_policy.py
 on expert demonstrations recorded through ROS 2) is loaded by the installed policy node exactly as
 ``aloha_sim.launch.py`` starts it, with the robot YAML it was trained with, on a scene it has never
-seen. Within 1.6 sim seconds, the grasp point of the measured right gripper (forward kinematics of the
-joint states the sim published) must come within 15 cm of the cube, where it started 34 cm away
-(more than halfway).
+seen. Within 3.5 sim seconds the sim's own reward must say the cube was lifted (reward >= 2: the
+expert lifts it at about 2.5 s and succeeds at 3.9 s), and the grasp point of the measured right
+gripper (forward kinematics of the joint states the sim published) must have come within 5 cm of
+the cube, where it started 34 cm away.
 """
 
 from __future__ import annotations
@@ -73,17 +74,18 @@ def _grasp_distance(kinematics: Kinematics, right_arm: np.ndarray, cube: np.ndar
     return float(np.linalg.norm(grasp - cube))
 
 
-def test_the_trained_policy_reaches_for_the_cube_on_an_unseen_scene(loop: SimMonitor) -> None:
+def test_the_trained_policy_lifts_the_cube_on_an_unseen_scene(loop: SimMonitor) -> None:
     monitor = loop
-    result = run_episode(monitor, INSTRUCTION, seconds=1.6)
+    result = run_episode(monitor, INSTRUCTION, seconds=3.5)
     assert result.seed == SEED and result.chunks >= 5 and result.commands >= 5, result
+    # gym-aloha's reward: 1 the right gripper touches the cube, 2 it lifts it off the table.
+    assert result.max_reward >= 2, result
     with monitor.lock:
         states = [(t, q) for t, _, q in monitor.states[RIGHT_STATE] if result.start <= t <= result.end]
     kinematics, cube = Kinematics(), _cube_position(SEED)
     start = _grasp_distance(kinematics, states[0][1], cube)
     closest = min(_grasp_distance(kinematics, q, cube) for _, q in states)
     assert start > 0.2, start  # the start pose is far from every cube position
-    # Measured with the committed checkpoint: 0.339 m -> 0.067 m in 1.6 s alone, 0.117 m in the full
-    # test run (inference is slower on a busy machine, so the arm lags); the policy touches the cube
-    # in 1 episode in 5 (docs/bench/learned_policy.md). The bound leaves room for that jitter.
-    assert closest < 0.15, (start, closest)
+    # The policy lifts the cube in 44 of 50 unseen scenes (docs/bench/learned_policy.md); a grasp
+    # needs the grasp point at the cube (the expert's own closest approach is ~1-2 cm).
+    assert closest < 0.05, (start, closest)
