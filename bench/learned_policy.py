@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from closed_loop import through_ros  # noqa: E402
+from success_stats import seeds_range, wilson  # noqa: E402
 
 from qvla_ros.tools.bringup import write_robot_variant  # noqa: E402
 from qvla_ros.tools.sim_monitor import EpisodeResult  # noqa: E402
@@ -53,21 +54,6 @@ from qvla_ros.tools.sim_monitor import EpisodeResult  # noqa: E402
 MODES = ("replace", "temporal_ensemble", "rtc")
 TASK = "pick up the red cube with the right arm and hand it over to the left arm"
 TRAIN_CONFIG = ROOT / "bench" / "learned_policy_train.yaml"
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def seeds_range(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
 
 
 @dataclass

@@ -42,13 +42,12 @@ from qvla_core.sim.aloha_env import AlohaSim
 from qvla_core.sim.expert import Kinematics, TransferCubeExpert
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from success_stats import seeds_range  # noqa: E402
+
 TASK = "pick up the red cube with the right arm and hand it over to the left arm"
 RIGHT = 1  # arm index of the right gripper in Kinematics
-
-
-def seeds_range(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
 
 
 @dataclass

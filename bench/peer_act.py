@@ -54,6 +54,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # loaded by path (LeRobot venv, tests): find its sibling
+
+from success_stats import seeds_range, wilson  # noqa: E402
+
+__all__ = ["seeds_range", "wilson"]  # the eval script and the tests use them from here
 DEFAULT_VENV = ROOT / ".venv-lerobot"
 DEFAULT_DATASET = ROOT / "runs" / "collect_train" / "dataset"
 WORK = ROOT / "runs" / "peer_act"
@@ -83,22 +88,6 @@ sys.exit(main())
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate (the formula of bench/learned_policy.py)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def seeds_range(text: str) -> list[int]:
-    """``"2000-2049"`` -> [2000, ..., 2049]; ``"7"`` -> [7]."""
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
-
-
 def thread_env(threads: int) -> dict[str, str]:
     """The environment with every thread pool we know of limited to ``threads``."""
     env = dict(os.environ)
