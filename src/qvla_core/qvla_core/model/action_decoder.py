@@ -295,9 +295,7 @@ class ActionDecoder(nn.Module):
 
     def encode_cond(self, cond: Tensor, cond_mask: Tensor) -> tuple[tuple[CrossKV, ...], Tensor]:
         """Per-block cross-attention K/V of the backbone tokens and the SDPA mask (B, 1, 1, L)."""
-        normed = self.cond_norm(cond.to(self._dtype))
-        kv = tuple(block.project_cond(normed) for block in self._dit_blocks())
-        return kv, cond_attention_mask(cond_mask.to(cond.device))
+        return self._encode_normed(self._norm_cond(cond), cond_mask)
 
     def enable_compiled_step(self, mode: str | None = None, fullgraph: bool = True) -> None:
         """Run each denoising step through ``torch.compile`` (shapes static per horizon/batch)."""
@@ -324,18 +322,26 @@ class ActionDecoder(nn.Module):
         token: Tensor = self.state_in(features)
         return token[:, None, :]
 
-    def _context(self, state: Tensor, cond: Tensor, cond_mask: Tensor, action_mask: Tensor) -> StepContext:
-        kv, attn_mask = self.encode_cond(cond, cond_mask)
-        return StepContext(
-            self._state_token(state, action_mask), kv, attn_mask, action_mask, self._pooled(cond, cond_mask)
-        )
+    def _norm_cond(self, cond: Tensor) -> Tensor:
+        normed: Tensor = self.cond_norm(cond.to(self._dtype))
+        return normed
 
-    def _pooled(self, cond: Tensor, cond_mask: Tensor) -> Tensor:
-        """(B, hidden): the projected mean of the real backbone tokens, or zeros without the FiLM path."""
+    def _encode_normed(self, normed: Tensor, cond_mask: Tensor) -> tuple[tuple[CrossKV, ...], Tensor]:
+        kv = tuple(block.project_cond(normed) for block in self._dit_blocks())
+        return kv, cond_attention_mask(cond_mask.to(normed.device))
+
+    def _context(self, state: Tensor, cond: Tensor, cond_mask: Tensor, action_mask: Tensor) -> StepContext:
+        normed = self._norm_cond(cond)  # once: the cross-attention K/V and the pooled mean read it
+        kv, attn_mask = self._encode_normed(normed, cond_mask)
+        pooled = self._pooled(normed, cond_mask)
+        return StepContext(self._state_token(state, action_mask), kv, attn_mask, action_mask, pooled)
+
+    def _pooled(self, normed: Tensor, cond_mask: Tensor) -> Tensor:
+        """(B, hidden): the projected mean of the real (normalised) backbone tokens, or zeros without
+        the FiLM path."""
         if self.cond_pool is None:
-            return torch.zeros(cond.shape[0], self.config.hidden, device=cond.device, dtype=self._dtype)
-        weight = cond_mask.to(device=cond.device, dtype=self._dtype)[:, :, None]
-        normed = self.cond_norm(cond.to(self._dtype))
+            return torch.zeros(normed.shape[0], self.config.hidden, device=normed.device, dtype=self._dtype)
+        weight = cond_mask.to(device=normed.device, dtype=self._dtype)[:, :, None]
         mean = (normed * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
         out: Tensor = self.cond_pool(mean)
         return out
