@@ -24,8 +24,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-GATES = 9  # modulation chunks per DiT block: shift/scale/gate for self-attention, cross-attention, MLP
-CROSS_GATE = 5  # the cross-attention gate's chunk (model/dit_blocks.py DiTBlock.forward)
+from qvla_core.model.dit_blocks import set_cross_gate
 
 
 def open_gates(checkpoint: Path, value: float) -> int:
@@ -37,8 +36,7 @@ def open_gates(checkpoint: Path, value: float) -> int:
     opened = 0
     for key, tensor in weights.items():
         if key.startswith("blocks.") and key.endswith(".modulation.bias"):
-            width = tensor.shape[0] // GATES
-            tensor[CROSS_GATE * width : (CROSS_GATE + 1) * width] = value
+            set_cross_gate(tensor, value)
             opened += 1
     if opened == 0:
         raise SystemExit(f"{path}: no blocks.N.modulation.bias tensors (not a DiT decoder?)")

@@ -75,6 +75,19 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1.0 + scale) + shift
 
 
+# The adaLN modulation of a DiTBlock: 9 chunks, shift/scale/gate of self-attention, cross-attention and
+# MLP in that order (see DiTBlock.forward); chunk 5 is the cross-attention gate.
+MODULATION_CHUNKS = 9
+CROSS_GATE_CHUNK = 5
+
+
+def set_cross_gate(modulation_bias: Tensor, value: float) -> None:
+    """Set, in place, the cross-attention gate's part of a DiTBlock's modulation bias (9 * hidden,)."""
+    width = modulation_bias.shape[0] // MODULATION_CHUNKS
+    with torch.no_grad():
+        modulation_bias[CROSS_GATE_CHUNK * width : (CROSS_GATE_CHUNK + 1) * width] = value
+
+
 def _layer_norm(hidden: int) -> nn.LayerNorm:
     # No learned affine: the adaLN shift/scale replace it (DiT).
     return nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
@@ -106,11 +119,10 @@ class DiTBlock(nn.Module):
         mlp_hidden = round(hidden * mlp_ratio)
         self.mlp_in = nn.Linear(hidden, mlp_hidden)
         self.mlp_out = nn.Linear(mlp_hidden, hidden)
-        self.modulation = nn.Linear(hidden, 9 * hidden)
+        self.modulation = nn.Linear(hidden, MODULATION_CHUNKS * hidden)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
-        with torch.no_grad():  # the cross-attention gate is chunk 5 of 9 (see forward)
-            self.modulation.bias[5 * hidden : 6 * hidden] = cross_gate_init
+        set_cross_gate(self.modulation.bias, cross_gate_init)
 
     def project_cond(self, cond: Tensor) -> CrossKV:
         """Cross-attention K/V of the (normalised) backbone tokens (B, L, C); reusable across steps."""
@@ -119,11 +131,11 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor, kv: CrossKV, cond_attn_mask: Tensor) -> Tensor:
         """x (B, N, D) tokens, c (B, D) time embedding, cond_attn_mask (B, 1, 1, L) bool."""
-        mods: tuple[Tensor, ...] = self.modulation(F.silu(c))[:, None, :].chunk(9, dim=-1)
+        mods: tuple[Tensor, ...] = self.modulation(F.silu(c))[:, None, :].chunk(MODULATION_CHUNKS, dim=-1)
         h = modulate(self.norm_self(x), mods[0], mods[1])
         x = x + mods[2] * self._self_attention(h)
         h = modulate(self.norm_cross(x), mods[3], mods[4])
-        x = x + mods[5] * self._cross_attention(h, kv, cond_attn_mask)
+        x = x + mods[CROSS_GATE_CHUNK] * self._cross_attention(h, kv, cond_attn_mask)
         h = modulate(self.norm_mlp(x), mods[6], mods[7])
         mlp: Tensor = self.mlp_out(F.gelu(self.mlp_in(h), approximate="tanh"))
         return x + mods[8] * mlp
@@ -181,6 +193,7 @@ __all__ = [
     "cond_attention_mask",
     "merge_heads",
     "modulate",
+    "set_cross_gate",
     "split_heads",
     "timestep_features",
 ]
