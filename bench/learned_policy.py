@@ -206,13 +206,12 @@ def main() -> None:
 def write_json(path: Path, preset: str, evaluations: dict[str, list[EpisodeResult]], model_dir: Path) -> None:
     """The learned policy's results per chunking mode, in the format bench/peer_act.py reads."""
     modes = {
-        key.split(", ", 1)[1]: {
+        mode: {
             "successes": sum(r.success for r in results),
             "n": len(results),
             "levels": [sum(r.max_reward >= k for r in results) for k in (1, 2, 3, 4)],
         }
-        for key, results in evaluations.items()
-        if key.startswith("learned, ")
+        for mode, results in learned_modes(evaluations).items()
     }
     data: dict[str, object] = {"label": f"qvla {preset}", "modes": modes}
     log = model_dir / "training" / "log.jsonl"
@@ -312,9 +311,14 @@ rejected (nothing of them sent).
     print("\n" + table + f"\n\nwrote {args.out}")
 
 
+def learned_modes(evaluations: dict[str, list[EpisodeResult]]) -> dict[str, list[EpisodeResult]]:
+    """The learned policy's results by chunking mode (``evaluations`` is keyed "<who>, <mode>")."""
+    return {key.split(", ", 1)[1]: v for key, v in evaluations.items() if key.startswith("learned, ")}
+
+
 def best_mode(evaluations: dict[str, list[EpisodeResult]]) -> str:
     """The chunk-splicing mode in which the learned policy succeeded most often ("" if none ran)."""
-    learned = {k.split(", ", 1)[1]: v for k, v in evaluations.items() if k.startswith("learned, ")}
+    learned = learned_modes(evaluations)
     if not learned:
         return ""
     return max(learned, key=lambda mode: sum(r.success for r in learned[mode]))
