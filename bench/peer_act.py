@@ -56,6 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # loaded by path (LeRobot venv, tests): find its sibling
 
+from machine_info import cpu_model  # noqa: E402
 from success_stats import seeds_range, wilson  # noqa: E402
 
 __all__ = ["seeds_range", "wilson"]  # the eval script and the tests use them from here
@@ -172,16 +173,6 @@ def checkpoint_step(pretrained: Path) -> int | None:
     """The training step of a ``.../checkpoints/<step>/pretrained_model`` folder."""
     name = pretrained.parent.name
     return int(name) if name.isdigit() else None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:

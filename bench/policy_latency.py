@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shlex
 import sys
@@ -42,6 +41,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src" / "qvla_core"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from machine_info import cpu_model  # noqa: E402
 
 from qvla_core.embodiment import Embodiment, load_embodiment  # noqa: E402
 from qvla_core.model.backbone import BACKBONE_TYPES  # noqa: E402
@@ -55,14 +57,7 @@ STAGES = ("preprocess", "backbone", "denoise", "postprocess", "total")
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(torch.device(device))} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"CPU {cpu}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 

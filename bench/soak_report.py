@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from machine_info import cpu_model
 
 from qvla_core.robot_io import load_robot_config
 
 WARMUP_NOTE = "warm-up: the first 20% of the run, at most 5 min"
 RSS_FLAT_PCT = 5.0
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def mem_total_gib() -> float:
