@@ -55,6 +55,9 @@ class RosNavGroundTruth:
         self._executor.add_node(self._node)
         self._thread = threading.Thread(target=self._spin, name="qvla_nav_ground_truth", daemon=True)
         self._thread.start()
+        # Nothing else closes a policy's helpers: at the context's shutdown this node goes, else its
+        # handle keeps the context (and Fast DDS's shared-memory segment) alive past the exit.
+        self._node.context.on_shutdown(self.close)
 
     def _spin(self) -> None:
         try:
@@ -111,6 +114,8 @@ class RosNavGroundTruth:
 
     def close(self) -> None:
         self._executor.shutdown(timeout_sec=1.0)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
         self._node.destroy_node()
 
 

@@ -32,7 +32,7 @@ from qvla_ros.io.outputs import RobotOutputs
 from qvla_ros.io.parameters import POLICY_NODE_PARAMS, declare_all, validate_update
 from qvla_ros.io.status import engine_status, unconfigured_status
 from qvla_ros.nodes.policy_factory import make_policy
-from qvla_ros.nodes.shutdown import prepare_exit, stop_on_signals
+from qvla_ros.nodes.shutdown import prepare_exit, release_ros, stop_on_signals
 
 
 class PolicyNode(LifecycleNode):
@@ -379,7 +379,9 @@ def main(args: list[str] | None = None) -> None:
         node.hold_before_exit()
         node._release()
         node.destroy_node()
-        rclpy.try_shutdown()
+        executor.shutdown(timeout_sec=1.0)
+        del node, executor  # they hold the node's handle until collected (see release_ros)
+        release_ros()
         prepare_exit()
 
 

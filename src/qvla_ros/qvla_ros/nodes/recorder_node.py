@@ -53,6 +53,7 @@ from qvla_msgs.srv import StartEpisode, StopEpisode
 from qvla_ros.io.episode_bag import COMPRESSION, EpisodeBag, TopicSpec
 from qvla_ros.io.message_types import message_class, qos_yaml
 from qvla_ros.io.parameters import Param, check_update, declare_all
+from qvla_ros.nodes.shutdown import release_ros
 
 RECORDER_NODE_PARAMS: tuple[Param, ...] = (
     Param("robot_config", "", "Path of the robot YAML whose topics are recorded. Required.", read_only=True),
@@ -378,6 +379,7 @@ def main(args: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.update(asked=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(asked=True))
     node: RecorderNode | None = None
+    executor: SingleThreadedExecutor | None = None
     error = ""
     try:
         node = RecorderNode()
@@ -393,7 +395,10 @@ def main(args: list[str] | None = None) -> None:
         if node is not None:
             node.close()
             node.destroy_node()
-        rclpy.try_shutdown()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        del node, executor  # they hold the node's handle until collected (see release_ros)
+        release_ros()
     if error:
         rclpy.logging.get_logger("qvla_recorder").error(error)
         sys.exit(1)
