@@ -1,0 +1,131 @@
+"""Navigation demonstrations straight from the sim: the expert drives, the camera and odometry are kept.
+
+The ROS 2 path (``qvla-collect --robot vln_nav``: nav_sim_node, policy_node with the expert, the
+recorder, qvla-convert) runs at about 2x real time, ~8 s a scene. The learned navigation policy needs
+far more scenes than that gives in an afternoon (docs/bench/nav_learned.md), so this module runs the
+same sim, expert and local controller in one process (:func:`~qvla_core.sim.nav.episode.run_episode`'s
+loop, ~20x real time) and labels the frames exactly as qvla-convert labels a recording: each
+frame's action row is the base's pose at the next frame's instant in base_link at this one's
+(:mod:`qvla_core.data.waypoints`), from the sim's odometry; the last frame's row is the rest of the
+way to where the episode ended.
+
+Frames are taken ``phases`` times per waypoint period (at 4: every 0.25 s); frame ``k`` of phase
+``p`` is at ``p / phases + k`` seconds. Each phase becomes its own dataset episode at the
+embodiment's rate (1 Hz for vln_nav), so the camera history (1 frame a second) and the waypoint
+spacing are what the robot YAML says, and one drive gives ``phases`` episodes of shifted views. Why
+not more frames in one episode: the dataset's waypoint labels compose consecutive rows, so the
+dataset rate must be the waypoint rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from qvla_core.data.waypoints import WaypointLayout, relative
+from qvla_core.policy import Observation, Policy
+from qvla_core.sim.nav.controller import PathFollower, compose, wrap
+from qvla_core.sim.nav.env import CONTROL_DT, NavSim
+from qvla_core.sim.nav.scene import NavScene
+
+ImageArray = npt.NDArray[np.uint8]
+
+
+@dataclass
+class DemoEpisode:
+    """One dataset episode: frames 1/rate apart, an action row and an image per frame."""
+
+    seed: int
+    phase: int
+    instruction: str
+    images: list[ImageArray]  # (H, W, 3) RGB
+    actions: npt.NDArray[np.float32]  # (N, action width): one-step rows as qvla-convert writes them
+    poses: npt.NDArray[np.float64]  # (N, 3) the base's world pose (x, y, yaw) at each frame
+    start_s: float  # sim time of the first frame
+
+
+@dataclass
+class DemoDrive:
+    """What one expert drive produced: its episodes, and whether the expert reached the object."""
+
+    scene: NavScene
+    episodes: list[DemoEpisode]
+    success: bool
+    collisions: int
+    sim_time: float
+
+
+def drive(
+    sim: NavSim,
+    expert: Policy,
+    seed: int | NavScene,
+    *,
+    phases: int = 4,
+    max_time_s: float = 60.0,
+    stop_window_s: float = 2.0,
+    success_radius: float = 1.0,
+) -> DemoDrive:
+    """Run ``expert`` once in the scene of ``seed`` and cut the drive into ``phases`` episodes."""
+    emb = expert.embodiment
+    if not WaypointLayout.applies(emb):
+        raise ValueError(f"embodiment {emb.name!r} has no waypoint actions: nothing to label from odometry")
+    if len(emb.cameras) != 1:
+        raise ValueError(f"embodiment {emb.name!r}: one camera expected, it has {len(emb.cameras)}")
+    period = 1.0 / emb.control_rate_hz
+    every = round(period / CONTROL_DT)
+    if phases < 1 or every % phases:
+        raise ValueError(f"phases must divide the {every} control steps of a waypoint period (got {phases})")
+    frame_every = every // phases
+    scene = sim.reset(seed)
+    expert.reset()
+    follower = PathFollower(sim.limits)
+    stamps: list[float] = []
+    poses: list[tuple[float, float, float]] = []
+    images: list[ImageArray] = []
+    trail = [sim.pose()]
+    rest_steps = round(stop_window_s / CONTROL_DT)
+    step = 0
+    moved = False
+    while sim.time < max_time_s - 1e-9:
+        if step % frame_every == 0:
+            stamps.append(sim.time)
+            poses.append(sim.pose())
+            images.append(np.ascontiguousarray(sim.render()))
+        if step % every == 0:
+            obs = Observation(
+                images={}, state=np.zeros(0, np.float32), instruction=scene.instruction, stamp=sim.time
+            )
+            chunk = expert.infer(obs)
+            start = sim.pose_at(chunk.observation_stamp)
+            follower.set_path(compose(start, chunk.actions), start=start)
+        v, w = follower.command(sim.pose(), CONTROL_DT)
+        sim.step(v, w)
+        step += 1
+        trail.append(sim.pose())
+        moved = moved or math.hypot(trail[-1][0] - trail[0][0], trail[-1][1] - trail[0][1]) > 0.1
+        if moved and len(trail) > rest_steps and _still(trail[-1 - rest_steps], trail[-1]):
+            break
+    end = np.asarray(sim.pose(), dtype=np.float64)
+    target = scene.target_object
+    success = math.hypot(end[0] - target.x, end[1] - target.y) <= success_radius
+    layout = WaypointLayout(emb)
+    episodes = []
+    for p in range(min(phases, len(stamps))):
+        idx = list(range(p, len(stamps), phases))
+        ps = np.asarray([poses[i] for i in idx], dtype=np.float64)
+        rows = [layout.to_row(relative(ps[k], ps[k + 1 : k + 2])[0]) for k in range(len(idx) - 1)]
+        rows.append(layout.to_row(relative(ps[-1], end[None])[0]))
+        episodes.append(
+            DemoEpisode(
+                scene.seed, p, scene.instruction, [images[i] for i in idx], np.stack(rows), ps, stamps[idx[0]]
+            )
+        )
+    return DemoDrive(scene, episodes, success, sim.collisions, sim.time)
+
+
+def _still(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    """Moved < 5 cm and turned < 0.05 rad from ``a`` to ``b`` (run_episode's rest test)."""
+    return math.hypot(b[0] - a[0], b[1] - a[1]) < 0.05 and abs(wrap(b[2] - a[2])) < 0.05
