@@ -11,18 +11,23 @@ Run (from the repository root)::
     MUJOCO_GL=egl PYTHONPATH=src/qvla_core python bench/nav_direct.py --seeds 50
 
 ``--render`` also renders the 640x480 camera history the YAML declares for every observation (the
-expert does not look at it; this measures what rendering costs). It prints a markdown table and
-writes it to ``--out`` (default docs/bench/nav_direct.md).
+expert does not look at it; this measures what rendering costs). ``--checkpoint DIR`` adds a learned
+policy (QwenVLAPolicy on the CPU, 1 sample per observation, the sim paused while it infers: a quick
+check between training runs; bench/nav_closed_loop.py measures it through ROS 2 at real time) with
+the camera of ``--robot``. It prints a markdown table and writes it to ``--out`` (default
+docs/bench/nav_direct.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 
 from qvla_core.embodiment import load_embodiment
+from qvla_core.policy import Policy
 from qvla_core.sim.nav.env import NavSim
 from qvla_core.sim.nav.episode import EpisodeLog, run_episode
 from qvla_core.sim.nav.expert import NavExpert, RandomObjectBaseline
@@ -39,6 +44,12 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="render the camera history too (slower)")
     ap.add_argument("--robot", default=str(ROOT / "config" / "robots" / "vln_nav.yaml"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "nav_direct.md"))
+    ap.add_argument("--checkpoint", default="", help="also a learned policy: this checkpoint directory")
+    ap.add_argument("--no-expert", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads for the learned policy (0: torch's)"
+    )
     args = ap.parse_args()
 
     embodiment = load_embodiment(args.robot)
@@ -47,15 +58,36 @@ def main() -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     rows = []
     logs: dict[str, list[EpisodeLog]] = {}
+    policies: list[tuple[str, Policy, bool]] = []
+    if not args.no_expert:
+        policies.append(
+            ("expert (A*/Dijkstra on the map)", NavExpert(embodiment, ground_truth=sim), args.render)
+        )
+    if not args.no_baseline:
+        baseline = RandomObjectBaseline(embodiment, ground_truth=sim)
+        policies.append(("chance (walks to a random object)", baseline, args.render))
+    if args.checkpoint:
+        import torch
+
+        from qvla_core.model.policy import QwenVLAPolicy
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        learned = QwenVLAPolicy.from_checkpoint(args.checkpoint, embodiment, seed=0)
+        policies.append((f"learned (`{args.checkpoint}`)", learned, True))
     try:
-        for name, policy in (
-            ("expert (A*/Dijkstra on the map)", NavExpert(embodiment, ground_truth=sim)),
-            ("chance (walks to a random object)", RandomObjectBaseline(embodiment, ground_truth=sim)),
-        ):
+        for name, policy, render in policies:
             t0 = time.perf_counter()
-            logs[name] = [
-                run_episode(sim, policy, s, max_time_s=args.max_time, render=args.render) for s in seeds
-            ]
+            logs[name] = []
+            for seed in seeds:
+                log = run_episode(sim, policy, seed, max_time_s=args.max_time, render=render)
+                logs[name].append(log)
+                m = log.metrics
+                print(
+                    f"{name} seed {seed}: success {m.success}, NE {m.navigation_error:.2f} m, "
+                    f"wrong object {m.wrong_object}, collisions {m.collisions}",
+                    flush=True,
+                )
             wall = time.perf_counter() - t0
             sim_s = sum(log.sim_time for log in logs[name])
             renders = sum(log.render_s for log in logs[name])
@@ -71,8 +103,7 @@ def main() -> None:
         "",
         f"{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), success radius 1 m, "
         f"{platform.processor() or platform.machine()}, render={args.render}. Command: "
-        f"`python bench/nav_direct.py --seeds {args.seeds} --first-seed {args.first_seed}"
-        f"{' --render' if args.render else ''}`.",
+        f"`python bench/nav_direct.py {' '.join(sys.argv[1:])}`.",
         "",
         *TABLE_HEADER,
     ]

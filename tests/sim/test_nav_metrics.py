@@ -88,3 +88,23 @@ def test_shortest_path_is_geodesic_around_a_wall() -> None:
     via = math.hypot(5.0 - 1.0, gap_y - 3.0) + math.hypot(8.0 - 5.0, 3.0 - gap_y) - 1.0
     assert shortest_path_length(blocked) == pytest.approx(via, abs=0.35)
     assert shortest_path_length(blocked) > shortest_path_length(room) + 1.0
+
+
+def test_target_visibility_from_the_start() -> None:
+    from qvla_core.sim.nav.metrics import target_visibility
+
+    goal = NavObject("red", "cylinder", 8.0, 3.0)
+    other = NavObject("blue", "box", 4.5, 3.0)
+    assert target_visibility(open_room(10.0, 6.0, [goal], start=(1.0, 3.0, 0.0))) == "in view"
+    # 40 degrees off the heading: outside the 75-degree field of view, nothing in the way.
+    assert (
+        target_visibility(open_room(10.0, 6.0, [goal], start=(1.0, 3.0, math.radians(40)))) == "turn to see"
+    )
+    assert target_visibility(open_room(10.0, 6.0, [goal], start=(1.0, 3.0, math.pi))) == "turn to see"
+    # Another object on the line of sight, or a wall across the room, hides it.
+    assert target_visibility(open_room(10.0, 6.0, [goal, other], start=(1.0, 3.0, 0.0))) == "hidden"
+    room = open_room(10.0, 6.0, [goal], start=(1.0, 3.0, 0.0))
+    walled = type(room)(
+        -1, (*room.walls, Rect(4.95, 0.0, 5.05, 5.0)), room.objects, 0, room.start, room.bounds
+    )
+    assert target_visibility(walled) == "hidden"

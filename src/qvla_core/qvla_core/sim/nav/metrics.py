@@ -144,3 +144,21 @@ def table_row(name: str, summary: dict[str, float]) -> str:
         f"| {name} | {s['SR']:.0%} | {s['OSR']:.0%} | {s['NE']:.2f} | {s['TL']:.1f} | {s['SPL']:.2f} "
         f"| {s['collisions']:.2f} | {s['collision_free']:.0%} | {s['wrong_object']:.0%} |"
     )
+
+
+def target_visibility(scene: NavScene, half_fov: float = math.radians(37.5)) -> str:
+    """Where the named object is from the start, for splitting results: ``"in view"`` (a clear line
+    of sight to it, within the camera's horizontal field of view), ``"turn to see"`` (a clear line
+    of sight outside it) or ``"hidden"`` (walls or other objects in the way). The line of sight runs
+    over the walls and objects of the scene, not inflated, to the object's near surface."""
+    grid = OccupancyGrid.from_scene(scene, inflation=0.0)
+    x, y, yaw = scene.start
+    goal = scene.target_object
+    d = math.hypot(goal.x - x, goal.y - y)
+    ux, uy = (goal.x - x) / d, (goal.y - y) / d
+    near = (goal.x - ux * (goal.radius + 0.05), goal.y - uy * (goal.radius + 0.05))
+    if not grid.line_free((x, y), near):
+        return "hidden"
+    bearing = math.atan2(goal.y - y, goal.x - x) - yaw
+    bearing = (bearing + math.pi) % (2.0 * math.pi) - math.pi
+    return "in view" if abs(bearing) <= half_fov else "turn to see"
