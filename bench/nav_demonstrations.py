@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=size_arg, default=(128, 96), help="WxH (default 128x96)")
     ap.add_argument("--phases", type=int, default=4, help="episodes per drive, frames shifted 1/phases s")
     ap.add_argument("--max-time", type=float, default=60.0, help="drive limit [s of sim time]")
+    ap.add_argument(
+        "--perturb-every",
+        type=float,
+        default=0.0,
+        help="mean seconds between perturbations of the base's pose (0: none; see demonstrations.py)",
+    )
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
 
@@ -76,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
         ) as writer:
             for seed in tqdm(args.seeds, unit="scene", desc="nav demonstrations"):
-                result = drive(sim, expert, seed, phases=args.phases, max_time_s=args.max_time)
+                result = drive(
+                    sim,
+                    expert,
+                    seed,
+                    phases=args.phases,
+                    max_time_s=args.max_time,
+                    perturb_every_s=args.perturb_every,
+                )
                 sim_s += result.sim_time
                 if not result.success:
                     failed.append(seed)
@@ -105,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python bench/nav_demonstrations.py {' '.join(argv or sys.argv[1:])}`\n\n"
         f"- scenes: {len(args.seeds)} (seeds {args.seeds[0]}..{args.seeds[-1]}); the expert stopped "
         f"within 1 m of the named object in {len(args.seeds) - len(failed)} (left out: {failed[:20]})\n"
-        f"- episodes: {episodes} ({args.phases} per drive), frames: {frames}, "
+        f"- episodes: {episodes} ({args.phases} per stretch between perturbations, mean "
+        f"{args.perturb_every:g} s apart; 0 = none), frames: {frames}, "
         f"{cam.width}x{cam.height}, {emb.control_rate_hz:g} Hz\n"
         f"- {wall:.0f} s wall for {sim_s:.0f} s of sim time\n"
     )

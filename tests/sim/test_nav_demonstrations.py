@@ -113,3 +113,25 @@ def test_the_bench_writes_a_dataset_training_reads(tmp_path: Path) -> None:
     assert sample.actions.shape == (config.embodiment.horizon, 3)
     assert np.all(np.isfinite(sample.actions))
     assert "expert stopped within 1 m of the named object in 2" in (out / "summary.md").read_text()
+
+
+@pytest.mark.sim
+def test_perturbed_drives_are_cut_at_each_jump() -> None:
+    from qvla_core.sim.nav.demonstrations import drive
+    from qvla_core.sim.nav.env import NavSim
+    from qvla_core.sim.nav.expert import NavExpert
+
+    sim = NavSim(32, 24)
+    try:
+        d = drive(sim, NavExpert(EMB, ground_truth=sim), 41, phases=2, perturb_every_s=2.0)
+    finally:
+        sim.close()
+    assert d.success  # the expert gets back on course and still arrives
+    starts = [ep.poses[0] for ep in d.episodes if ep.phase == 0]
+    assert len(starts) >= 3  # a first stretch and at least two after a jump
+    for ep in d.episodes:
+        # Within an episode the odometry is continuous (no jump inside) and the labels are its steps.
+        steps = np.hypot(*np.diff(ep.poses[:, :2], axis=0).T) if len(ep.poses) > 1 else np.zeros(0)
+        assert np.all(steps <= 0.85)
+        for k in range(len(ep.poses) - 1):
+            assert ep.actions[k] == pytest.approx(relative(ep.poses[k], ep.poses[k + 1 : k + 2])[0], abs=1e-5)
