@@ -109,7 +109,7 @@ def main() -> None:
     ]
     legend = ["", LEGEND]
     lines += [table_row(name, s) for name, s, _, _, _ in rows]
-    lines.append("")
+    lines += ["", *visibility_table(logs, seeds), ""]
     for name, _, wall, sim_s, renders in rows:
         extra = f", rendering {renders:.1f} s" if args.render else ""
         lines.append(
@@ -118,6 +118,32 @@ def main() -> None:
     text = "\n".join(lines + legend) + "\n"
     print("\n" + text)
     Path(args.out).write_text(text)
+
+
+def visibility_table(logs: dict[str, list[EpisodeLog]], seeds: list[int]) -> list[str]:
+    """Success by where the named object is from the start (metrics.target_visibility), with Wilson
+    95% intervals: a policy that only reacts to what it sees can succeed where the object is in view
+    or a turn away, and has to search where it is hidden."""
+    from qvla_core.sim.nav.generate import generate_scene
+    from qvla_core.sim.nav.metrics import target_visibility
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from success_stats import wilson
+
+    where = {s: target_visibility(generate_scene(s)) for s in seeds}
+    classes = ("in view", "turn to see", "hidden")
+    counts = {c: sum(1 for s in seeds if where[s] == c) for c in classes}
+    head = " | ".join(f"{c} ({counts[c]} scenes)" for c in classes)
+    out = [f"| success by the named object at the start | {head} |", "|---|" + "---|" * len(classes)]
+    for name, episodes in logs.items():
+        cells = []
+        for c in classes:
+            n = counts[c]
+            k = sum(1 for log in episodes if where[log.seed] == c and log.metrics.success)
+            lo, hi = wilson(k, n) if n else (0.0, 0.0)
+            cells.append(f"{k}/{n} [{lo:.0%}, {hi:.0%}]" if n else "-")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
 
 
 if __name__ == "__main__":
