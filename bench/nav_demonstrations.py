@@ -34,6 +34,19 @@ def size_arg(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def set_history_frames(robot_yaml: Path, frames: int) -> None:
+    """Every camera's history in the robot YAML to ``frames`` frames (same stride), validated."""
+    import yaml
+
+    from qvla_core.robot_io import load_robot_config
+
+    data = yaml.safe_load(robot_yaml.read_text())
+    for cam in data["embodiment"]["cameras"]:
+        cam.setdefault("history", {})["frames"] = frames
+    robot_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    load_robot_config(robot_yaml)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -50,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--robot", type=Path, default=ROOT / "config" / "robots" / "vln_nav.yaml")
     ap.add_argument("--image-size", type=size_arg, default=(128, 96), help="WxH (default 128x96)")
+    ap.add_argument(
+        "--history-frames", type=int, default=0, help="camera history frames in robot.yaml (0: the --robot's)"
+    )
     ap.add_argument("--phases", type=int, default=4, help="episodes per drive, frames shifted 1/phases s")
     ap.add_argument("--max-time", type=float, default=60.0, help="drive limit [s of sim time]")
     ap.add_argument(
@@ -63,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     robot_yaml = write_robot_variant(args.robot, args.out / "robot.yaml", camera_size=args.image_size)
     history_on_grid(robot_yaml)
+    if args.history_frames:
+        set_history_frames(robot_yaml, args.history_frames)
     emb = load_robot_config(robot_yaml).embodiment
     cam = emb.cameras[0]
     sim = NavSim(cam.width, cam.height)

@@ -101,10 +101,22 @@ def test_the_bench_writes_a_dataset_training_reads(tmp_path: Path) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "demos"
-    assert bench.main(["--seeds", "41-42", "--out", str(out), "--image-size", "32x24", "--phases", "2"]) == 0
+    argv = [
+        "--seeds",
+        "41-42",
+        "--out",
+        str(out),
+        "--image-size",
+        "32x24",
+        "--phases",
+        "2",
+        "--history-frames",
+        "3",
+    ]
+    assert bench.main(argv) == 0
     config = load_robot_config(out / "robot.yaml")
     cam = config.embodiment.cameras[0]
-    assert (cam.width, cam.height, cam.history.stride_s) == (32, 24, 1.0)
+    assert (cam.width, cam.height, cam.history.stride_s, cam.history.frames) == (32, 24, 1.0, 3)
     ds = LeRobotDataset(out / "dataset", config.embodiment)
     assert len(ds.episodes) == 4 and ds.fps == 1.0
     sample = ds[0]
