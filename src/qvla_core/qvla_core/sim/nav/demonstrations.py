@@ -36,6 +36,7 @@ from qvla_core.data.waypoints import WaypointLayout, relative
 from qvla_core.policy import Observation, Policy
 from qvla_core.sim.nav.controller import PathFollower, compose, wrap
 from qvla_core.sim.nav.env import CONTROL_DT, NavSim
+from qvla_core.sim.nav.episode import at_rest
 from qvla_core.sim.nav.planner import OccupancyGrid
 from qvla_core.sim.nav.scene import BASE_RADIUS, NavScene
 
@@ -136,7 +137,7 @@ def drive(
         step += 1
         trail.append(sim.pose())
         moved = moved or math.hypot(trail[-1][0] - trail[0][0], trail[-1][1] - trail[0][1]) > 0.1
-        if moved and len(trail) > rest_steps and _still(trail[-1 - rest_steps], trail[-1]):
+        if moved and len(trail) > rest_steps and at_rest(trail[-1 - rest_steps], trail[-1]):
             break
     end = np.asarray(sim.pose(), dtype=np.float64)
     target = scene.target_object
@@ -169,8 +170,3 @@ def _jump(sim: NavSim, grid: OccupancyGrid, rng: np.random.Generator, tries: int
             sim.set_pose((nx, ny, float(wrap(yaw + rng.uniform(-PERTURB_TURN, PERTURB_TURN)))))
             return True
     return False
-
-
-def _still(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
-    """Moved < 5 cm and turned < 0.05 rad from ``a`` to ``b`` (run_episode's rest test)."""
-    return math.hypot(b[0] - a[0], b[1] - a[1]) < 0.05 and abs(wrap(b[2] - a[2])) < 0.05

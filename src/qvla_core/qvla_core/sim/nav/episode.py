@@ -42,6 +42,11 @@ class EpisodeLog:
     metrics: NavMetrics
 
 
+def at_rest(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    """Moved < 5 cm and turned < 0.05 rad from pose ``a`` to pose ``b``: the base has stopped."""
+    return math.hypot(b[0] - a[0], b[1] - a[1]) < 0.05 and abs(wrap(b[2] - a[2])) < 0.05
+
+
 def run_episode(
     sim: NavSim,
     policy: Policy,
@@ -96,10 +101,8 @@ def run_episode(
         step += 1
         poses.append(sim.pose())
         if len(poses) > rest_steps:
-            a, b = poses[-1 - rest_steps], poses[-1]
-            still = math.hypot(b[0] - a[0], b[1] - a[1]) < 0.05 and abs(wrap(b[2] - a[2])) < 0.05
-            moved = moved or math.hypot(b[0] - poses[0][0], b[1] - poses[0][1]) > 0.1
-            if still and moved:
+            moved = moved or math.hypot(poses[-1][0] - poses[0][0], poses[-1][1] - poses[0][1]) > 0.1
+            if moved and at_rest(poses[-1 - rest_steps], poses[-1]):
                 stopped = True
                 break
     p = np.asarray(poses, dtype=np.float64)
