@@ -34,9 +34,9 @@ import numpy.typing as npt
 
 from qvla_core.data.waypoints import WaypointLayout, relative
 from qvla_core.policy import Observation, Policy
-from qvla_core.sim.nav.controller import PathFollower, compose, wrap
+from qvla_core.sim.nav.controller import PathFollower, wrap
 from qvla_core.sim.nav.env import CONTROL_DT, NavSim
-from qvla_core.sim.nav.episode import at_rest
+from qvla_core.sim.nav.episode import RestDetector, follow_chunk
 from qvla_core.sim.nav.planner import OccupancyGrid
 from qvla_core.sim.nav.scene import BASE_RADIUS, NavScene
 
@@ -101,10 +101,9 @@ def drive(
     stamps: list[float] = []
     poses: list[tuple[float, float, float]] = []
     images: list[ImageArray] = []
-    trail = [sim.pose()]
     rest_steps = round(stop_window_s / CONTROL_DT)
+    rest = RestDetector(sim.pose(), rest_steps)
     step = 0
-    moved = False
     rng = rng if rng is not None else np.random.default_rng(scene.seed)
     grid = (
         OccupancyGrid.from_scene(scene, inflation=BASE_RADIUS + PERTURB_CLEARANCE)
@@ -118,8 +117,7 @@ def drive(
             before = sim.pose()
             if _jump(sim, grid, rng):
                 cuts.append((len(stamps), before))
-                trail = [sim.pose()]
-                moved = False
+                rest = RestDetector(sim.pose(), rest_steps)
             next_jump = sim.time + rng.exponential(perturb_every_s)
         if step % frame_every == 0:
             stamps.append(sim.time)
@@ -129,15 +127,11 @@ def drive(
             obs = Observation(
                 images={}, state=np.zeros(0, np.float32), instruction=scene.instruction, stamp=sim.time
             )
-            chunk = expert.infer(obs)
-            start = sim.pose_at(chunk.observation_stamp)
-            follower.set_path(compose(start, chunk.actions), start=start)
+            follow_chunk(sim, follower, expert.infer(obs))
         v, w = follower.command(sim.pose(), CONTROL_DT)
         sim.step(v, w)
         step += 1
-        trail.append(sim.pose())
-        moved = moved or math.hypot(trail[-1][0] - trail[0][0], trail[-1][1] - trail[0][1]) > 0.1
-        if moved and len(trail) > rest_steps and at_rest(trail[-1 - rest_steps], trail[-1]):
+        if rest.update(sim.pose()):
             break
     end = np.asarray(sim.pose(), dtype=np.float64)
     target = scene.target_object

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from qvla_core.policy import Observation, Policy
+from qvla_core.policy import ActionChunk, Observation, Policy
 from qvla_core.sim.nav.controller import PathFollower, compose, wrap
 from qvla_core.sim.nav.env import CONTROL_DT, NavSim
 from qvla_core.sim.nav.metrics import NavMetrics, episode_metrics, shortest_path_length
@@ -47,6 +47,32 @@ def at_rest(a: tuple[float, float, float], b: tuple[float, float, float]) -> boo
     return math.hypot(b[0] - a[0], b[1] - a[1]) < 0.05 and abs(wrap(b[2] - a[2])) < 0.05
 
 
+class RestDetector:
+    """Says when a drive is over: once ``window`` control steps have passed, the base has been
+    more than 10 cm from ``start`` at some step and has been :func:`at_rest` over the last
+    ``window`` steps."""
+
+    def __init__(self, start: tuple[float, float, float], window: int) -> None:
+        self._start, self._window = start, window
+        self._recent: deque[tuple[float, float, float]] = deque([start], maxlen=window + 1)
+        self._moved = False
+
+    def update(self, pose: tuple[float, float, float]) -> bool:
+        """The pose after one more control step; True when the base has stopped."""
+        self._recent.append(pose)
+        if len(self._recent) <= self._window:
+            return False
+        self._moved = self._moved or math.hypot(pose[0] - self._start[0], pose[1] - self._start[1]) > 0.1
+        return self._moved and at_rest(self._recent[0], pose)
+
+
+def follow_chunk(sim: NavSim, follower: PathFollower, chunk: ActionChunk) -> None:
+    """The chunk's waypoints (base_link at its observation stamp) become the follower's path in the
+    world, placed with the pose the base had at that stamp (the YAML's chunking mode ``replace``)."""
+    start = sim.pose_at(chunk.observation_stamp)
+    follower.set_path(compose(start, chunk.actions), start=start)
+
+
 def run_episode(
     sim: NavSim,
     policy: Policy,
@@ -69,8 +95,8 @@ def run_episode(
     stride = max(1, round(cam.history.stride_s / CONTROL_DT)) if cam is not None else 1
     poses = [sim.pose()]
     infer_s = render_s = 0.0
-    rest_steps = round(stop_window_s / CONTROL_DT)
-    moved = stopped = False
+    rest = RestDetector(poses[0], round(stop_window_s / CONTROL_DT))
+    stopped = False
     step = 0
     while sim.time < max_time_s - 1e-9:
         if render and cam is not None and step % stride == 0:
@@ -94,17 +120,14 @@ def run_episode(
             t = time.perf_counter()
             chunk = policy.infer(obs)
             infer_s += time.perf_counter() - t
-            start = sim.pose_at(chunk.observation_stamp)
-            follower.set_path(compose(start, chunk.actions), start=start)
+            follow_chunk(sim, follower, chunk)
         v, w = follower.command(sim.pose(), CONTROL_DT)
         sim.step(v, w)
         step += 1
         poses.append(sim.pose())
-        if len(poses) > rest_steps:
-            moved = moved or math.hypot(poses[-1][0] - poses[0][0], poses[-1][1] - poses[0][1]) > 0.1
-            if moved and at_rest(poses[-1 - rest_steps], poses[-1]):
-                stopped = True
-                break
+        if rest.update(poses[-1]):
+            stopped = True
+            break
     p = np.asarray(poses, dtype=np.float64)
     goal = scene.target_object
     metrics = episode_metrics(

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from qvla_core.sim.nav.controller import wrap
 from qvla_core.sim.nav.planner import OccupancyGrid, path_length
 from qvla_core.sim.nav.scene import BASE_RADIUS, NavScene
 
@@ -159,6 +160,5 @@ def target_visibility(scene: NavScene, half_fov: float = math.radians(37.5)) -> 
     near = (goal.x - ux * (goal.radius + 0.05), goal.y - uy * (goal.radius + 0.05))
     if not grid.line_free((x, y), near):
         return "hidden"
-    bearing = math.atan2(goal.y - y, goal.x - x) - yaw
-    bearing = (bearing + math.pi) % (2.0 * math.pi) - math.pi
+    bearing = wrap(math.atan2(goal.y - y, goal.x - x) - yaw)
     return "in view" if abs(bearing) <= half_fov else "turn to see"
