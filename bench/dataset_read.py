@@ -66,14 +66,7 @@ def write(root: Path, e: Embodiment, episodes: int, frames: int) -> float:
     cams = {c.name: (c.height, c.width) for c in e.cameras}
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    with DatasetWriter(
-        root,
-        fps=e.control_rate_hz,
-        robot_type=e.name,
-        state_names=e.state_names,
-        action_names=e.action_names,
-        cameras=cams,
-    ) as writer:
+    with DatasetWriter.for_embodiment(root, e) as writer:
         for ep in range(episodes):
             for k in range(frames):
                 images = {c: scene(ep, k, i, s) for i, (c, s) in enumerate(cams.items())}

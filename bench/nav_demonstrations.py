@@ -24,29 +24,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def seeds_arg(text: str) -> list[int]:
-    a, _, b = text.partition("-")
-    return list(range(int(a), int(b or a) + 1))
-
-
-def size_arg(text: str) -> tuple[int, int]:
-    w, _, h = text.partition("x")
-    return int(w), int(h)
-
-
-def set_history_frames(robot_yaml: Path, frames: int) -> None:
-    """Every camera's history in the robot YAML to ``frames`` frames (same stride), validated."""
-    import yaml
-
-    from qvla_core.robot_io import load_robot_config
-
-    data = yaml.safe_load(robot_yaml.read_text())
-    for cam in data["embodiment"]["cameras"]:
-        cam.setdefault("history", {})["frames"] = frames
-    robot_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
-    load_robot_config(robot_yaml)
-
-
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -56,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     from qvla_core.sim.nav.env import NavSim
     from qvla_core.sim.nav.expert import NavExpert
     from qvla_ros.tools.bringup import write_robot_variant
+    from qvla_ros.tools.collect import seeds_arg, size_arg
     from qvla_ros.tools.collect_nav import history_on_grid
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=seeds_arg, required=True, help="scene seeds, A-B inclusive")
+    ap.add_argument("--seeds", type=seeds_arg, required=True, help="scene seeds, e.g. 20000-21999")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--robot", type=Path, default=ROOT / "config" / "robots" / "vln_nav.yaml")
     ap.add_argument("--image-size", type=size_arg, default=(128, 96), help="WxH (default 128x96)")
@@ -77,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
 
-    robot_yaml = write_robot_variant(args.robot, args.out / "robot.yaml", camera_size=args.image_size)
+    robot_yaml = write_robot_variant(
+        args.robot,
+        args.out / "robot.yaml",
+        camera_size=args.image_size,
+        history_frames=args.history_frames or None,
+    )
     history_on_grid(robot_yaml)
-    if args.history_frames:
-        set_history_frames(robot_yaml, args.history_frames)
     emb = load_robot_config(robot_yaml).embodiment
     cam = emb.cameras[0]
     sim = NavSim(cam.width, cam.height)
@@ -90,15 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     sim_s = 0.0
     t0 = time.monotonic()
     try:
-        with DatasetWriter(
-            args.out / "dataset",
-            fps=emb.control_rate_hz,
-            robot_type=emb.name,
-            state_names=[],
-            action_names=emb.action_names,
-            cameras={cam.name: (cam.height, cam.width)},
-            overwrite=args.overwrite,
-        ) as writer:
+        with DatasetWriter.for_embodiment(args.out / "dataset", emb, overwrite=args.overwrite) as writer:
             for seed in tqdm(args.seeds, unit="scene", desc="nav demonstrations"):
                 result = drive(
                     sim,

@@ -155,15 +155,7 @@ def convert(
     total = sum(_span_ticks(b, s, dt) for b, s in spans)
     reports = [EpisodeReport(str(b.path), "", None, skipped=str(b.error)) for b in broken]
     with (
-        DatasetWriter(
-            out,
-            fps=emb.control_rate_hz,
-            robot_type=emb.name,
-            state_names=emb.state_names,
-            action_names=emb.action_names,
-            cameras={c.name: (c.height, c.width) for c in emb.cameras},
-            overwrite=overwrite,
-        ) as writer,
+        DatasetWriter.for_embodiment(out, emb, overwrite=overwrite) as writer,
         tqdm(total=total, unit="frame", desc="qvla-convert", disable=not progress) as bar,
     ):
         for bag, span in spans:

@@ -38,6 +38,7 @@ from qvla_core.data.format import DatasetError
 from qvla_core.data.stats import ImageStats, Stats, aggregate, episode_columns, to_lists, vector_stats
 from qvla_core.data.tables import write_episodes, write_tasks
 from qvla_core.data.video import EpisodeEncoder, VideoFileWriter, VideoSettings, check_frame, video_info
+from qvla_core.embodiment import Embodiment
 
 FloatArray = npt.NDArray[np.float32]
 ImageArray = npt.NDArray[np.uint8]
@@ -143,6 +144,20 @@ class DatasetWriter:
         self._videos = {cam: _Rolling(fmt.VIDEO_FILE_SIZE_MB) for cam in self.cameras}
         self._video_writers: dict[str, VideoFileWriter] = {}
         self._reset_episode()
+
+    @classmethod
+    def for_embodiment(cls, root: Path, embodiment: Embodiment, *, overwrite: bool = False) -> DatasetWriter:
+        """A writer for the robot a YAML describes: its rate, name, state and action channels and
+        cameras at their sizes (what qvla-convert writes)."""
+        return cls(
+            root,
+            fps=embodiment.control_rate_hz,
+            robot_type=embodiment.name,
+            state_names=embodiment.state_names,
+            action_names=embodiment.action_names,
+            cameras={c.name: (c.height, c.width) for c in embodiment.cameras},
+            overwrite=overwrite,
+        )
 
     # -- one episode ---------------------------------------------------------------------------
 

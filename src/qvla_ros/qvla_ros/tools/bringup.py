@@ -212,12 +212,13 @@ def write_robot_variant(
     camera_size: tuple[int, int] | None = None,
     cameras: list[str] | None = None,
     action_source: str = "",
+    history_frames: int | None = None,
 ) -> Path:
     """A copy of a robot YAML with another chunk-splicing mode, every camera at ``(width, height)``,
-    only the ``cameras`` named (embodiment and ros.cameras, in the YAML's order) and/or another
+    only the ``cameras`` named (embodiment and ros.cameras, in the YAML's order), another
     ``ros.recording.actions`` source (``commanded_trajectory``: the commands sent to the controllers,
-    what a simulated collection records), validated before it is used (a bad value fails here, naming
-    the key)."""
+    what a simulated collection records) and/or every camera's history ``history_frames`` long (same
+    stride), validated before it is used (a bad value fails here, naming the key)."""
     import yaml
 
     data = yaml.safe_load(Path(source).read_text())
@@ -226,6 +227,9 @@ def write_robot_variant(
     if camera_size is not None:
         for cam in data["embodiment"]["cameras"]:
             cam["width"], cam["height"] = camera_size
+    if history_frames is not None:
+        for cam in data["embodiment"]["cameras"]:
+            cam.setdefault("history", {})["frames"] = history_frames
     if cameras is not None:
         known = [c["name"] for c in data["embodiment"]["cameras"]]
         unknown = [c for c in cameras if c not in known]
