@@ -34,6 +34,9 @@ from qvla_core.sim.nav.expert import NavExpert, RandomObjectBaseline
 from qvla_core.sim.nav.metrics import LEGEND, TABLE_HEADER, summarize, table_row
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from success_stats import wilson  # noqa: E402
 
 
 def main() -> None:
@@ -127,9 +130,6 @@ def visibility_table(logs: dict[str, list[EpisodeLog]], seeds: list[int]) -> lis
     from qvla_core.sim.nav.generate import generate_scene
     from qvla_core.sim.nav.metrics import target_visibility
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from success_stats import wilson
-
     where = {s: target_visibility(generate_scene(s)) for s in seeds}
     classes = ("in view", "turn to see", "hidden")
     counts = {c: sum(1 for s in seeds if where[s] == c) for c in classes}
@@ -140,8 +140,11 @@ def visibility_table(logs: dict[str, list[EpisodeLog]], seeds: list[int]) -> lis
         for c in classes:
             n = counts[c]
             k = sum(1 for log in episodes if where[log.seed] == c and log.metrics.success)
-            lo, hi = wilson(k, n) if n else (0.0, 0.0)
-            cells.append(f"{k}/{n} [{lo:.0%}, {hi:.0%}]" if n else "-")
+            if n:
+                lo, hi = wilson(k, n)
+                cells.append(f"{k}/{n} [{lo:.0%}, {hi:.0%}]")
+            else:
+                cells.append("-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 
