@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from qvla_core.embodiment import Embodiment, Normalization, NormStats
-from qvla_core.errors import NormalizationError
+from qvla_core.errors import CheckpointError, NormalizationError
+from qvla_core.model.loader import load_checkpoint
 from qvla_core.model.normalization import Normalizer, resolve_normalization, stats_from_limits
 from qvla_core.model.policy import QwenVLAPolicy
 
@@ -61,3 +62,24 @@ def test_policy_uses_checkpoint_stats(ckpt_dir: Path, aloha: Embodiment) -> None
     assert policy.normalizer.source.endswith("norm_stats.json[aloha]")
     stats = Normalization.model_validate(json.loads((ckpt_dir / "norm_stats.json").read_text())["aloha"])
     assert stats.action.q01 == [c.lower for c in aloha.action]
+
+
+def test_checkpoint_refuses_an_embodiment_it_does_not_know(
+    ckpt_dir: Path, tmp_path: Path, arm7: Embodiment
+) -> None:
+    """A checkpoint whose norm_stats.json names its robots drives only those, even where the YAML
+    carries stats of its own; training (new_embodiment=True) is the way to teach it another."""
+    copy = tmp_path / "ck"
+    shutil.copytree(ckpt_dir, copy)
+    stats = json.loads((copy / "norm_stats.json").read_text(encoding="utf-8"))
+    del stats["panda7"]
+    (copy / "norm_stats.json").write_text(json.dumps(stats), encoding="utf-8")
+    known = sorted(stats)
+    assert known and arm7.normalization is not None
+    with pytest.raises(CheckpointError) as err:
+        QwenVLAPolicy.from_checkpoint(copy, arm7)
+    msg = str(err.value)
+    assert "norm_stats.json" in msg and "'panda7'" in msg and all(repr(n) in msg for n in known)
+    assert "qvla-train" in msg
+    parts = load_checkpoint(copy, arm7, new_embodiment=True)
+    assert "robot YAML" in parts.normalizer.source

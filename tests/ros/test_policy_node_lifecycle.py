@@ -1,6 +1,7 @@
 """The installed policy node's life around the commanding loop, over DDS against a fake WidowX:
-a broken checkpoint, dry run, the lifecycle driven by hand (autostart false), and compressed
-camera topics. Each test starts its own node with the parameters ``policy_node_spec`` gives it."""
+a broken checkpoint (or one trained for other robots), dry run, the lifecycle driven by hand
+(autostart false), and compressed camera topics. Each test starts its own node with the
+parameters ``policy_node_spec`` gives it."""
 
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ def _corrupt_backbone_weights(checkpoint: Path, tmp: Path) -> Path:
     return broken
 
 
+def _another_robots_checkpoint(checkpoint: Path, tmp: Path) -> Path:
+    """A sound checkpoint that knows the ALOHA and the navigation base but not this robot."""
+    import json
+    import shutil
+
+    other = tmp / "other_robots"
+    shutil.copytree(checkpoint, other)
+    stats = json.loads((other / "norm_stats.json").read_text(encoding="utf-8"))
+    kept = {name: stats[name] for name in ("aloha", "vln_nav")}
+    (other / "norm_stats.json").write_text(json.dumps(kept), encoding="utf-8")
+    return other
+
+
 BROKEN: list[tuple[str, Callable[[Path, Path], Path], Callable[[Path], list[str]]]] = [
     ("missing directory", _missing, lambda p: [str(p), "does not exist"]),
     (
@@ -65,6 +79,11 @@ BROKEN: list[tuple[str, Callable[[Path, Path], Path], Callable[[Path], list[str]
         lambda p: ["policy_config.json", "not valid JSON"],
     ),
     ("corrupt backbone weights", _corrupt_backbone_weights, lambda p: [str(p / "backbone"), "cannot load"]),
+    (
+        "checkpoint of other robots",
+        _another_robots_checkpoint,
+        lambda p: [str(p / "norm_stats.json"), f"embodiment '{ROBOT}'", "'aloha', 'vln_nav'"],
+    ),
 ]
 
 

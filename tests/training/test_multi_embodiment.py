@@ -4,17 +4,22 @@ cameras and norm stats, and each embodiment's prompt selecting its behaviour."""
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from qvla_core.embodiment import Embodiment, load_embodiment
+from qvla_core.errors import CheckpointError, ConfigError, TrainingError
 from qvla_core.model.builder import build_checkpoint
 from qvla_core.model.policy import QwenVLAPolicy
 from qvla_core.policy import Observation
 from qvla_core.training.datasets import DatasetSpec
-from qvla_core.training.loop import train
+from qvla_core.training.loop import part_shares, train
+from qvla_core.training.sampler import StepSampler
 from qvla_core.training.session import RunSpec
 from qvla_core.training.synthetic import SyntheticSource
 
@@ -93,3 +98,67 @@ def test_the_prompt_selects_the_behaviour(tmp_path: Path) -> None:
         b = np.mean([right.infer(obs).actions[0] for _ in range(8)], axis=0)
         assert a[0] > 0.25 and a[1] < -0.25, a  # lefty: +0.5, -0.5
         assert b[0] < -0.25 and b[1] > 0.25, b  # righty: the other way round
+
+
+def test_mix_gives_each_embodiment_its_share_of_steps() -> None:
+    """data.mix: an embodiment's share of the steps, split between its datasets by size."""
+    shares = part_shares(["a", "a", "b"], [900, 100, 300], {"a": 1.0, "b": 1.0})
+    assert shares == [0.9, 0.1, 1.0]
+    sampler = StepSampler([900, 100, 300], batch_size=2, seed=0, start=0, stop=4000, shares=shares)
+    parts = Counter(batch[0][0] for batch in sampler)
+    assert abs(parts[2] / 4000 - 0.5) < 0.03 and abs(parts[0] / 4000 - 0.45) < 0.03, parts
+    assert part_shares(["a", "b"], [900, 300], None) is None  # in proportion to size
+    proportional = Counter(b[0][0] for b in StepSampler([900, 300], 2, 0, 0, 4000))
+    assert abs(proportional[1] / 4000 - 0.25) < 0.03, proportional
+
+
+def test_mix_in_a_run_and_its_errors(
+    make_run: Callable[..., RunSpec], toy: Embodiment, tmp_path: Path
+) -> None:
+    """A small robot's dataset (24 frames beside 400) gets the steps the mix gives it, and a mix that
+    does not name exactly the run's embodiments is refused before anything trains."""
+    arm3 = load_embodiment(write_robot(tmp_path, robot_yaml("arm3", joints=3, horizon=6, rate=20.0)))
+    sources = [
+        DatasetSpec(SyntheticSource(toy, episodes=3, frames=8), toy, "data/toy"),
+        DatasetSpec(SyntheticSource(arm3, episodes=40, frames=10, seed=1), arm3, "data/arm3"),
+    ]
+    steps = {"schedule.steps": 40, "validation.episodes": 0, "checkpoint.every_steps": 40, "log_every": 4}
+    run = make_run(quick_config(**steps, **{"data.mix": "{toy: 0.8, arm3: 0.2}"}), sources=sources)
+    train(run)
+    log = [json.loads(line) for line in (run.out / "training" / "log.jsonl").read_text().splitlines()]
+    entries = [x for x in log if x["kind"] == "train"]
+    by: Counter[str] = Counter()
+    for x in entries:  # each log line: its window's loss per robot (a joint run's curve per embodiment)
+        by.update(x["steps_by_embodiment"])
+        n, losses = x["steps_by_embodiment"], x["loss_by_embodiment"]
+        assert sum(n.values()) == 4 and set(n) == set(losses)
+        assert abs(sum(losses[e] * n[e] for e in n) / 4 - x["loss"]) < 1e-5
+    assert by["toy"] >= 24 and by["arm3"] >= 2, by  # in proportion to frames toy would get ~2 of 40
+    for mix, named in (
+        ("{toy: 1.0}", "['toy']"),
+        ("{toy: 1, arm3: 1, aloha: 1}", "['aloha', 'arm3', 'toy']"),
+    ):
+        bad = make_run(quick_config(**{"data.mix": mix}), sources=sources, out=tmp_path / f"bad{len(mix)}")
+        with pytest.raises(TrainingError, match=re.escape(f"data.mix names {named}")):
+            train(bad)
+    with pytest.raises(ConfigError, match="positive share"):
+        quick_config(**{"data.mix": "{toy: 0.0, arm3: 1.0}"})
+
+
+def test_a_checkpoint_drives_the_robots_its_training_saw(
+    make_run: Callable[..., RunSpec], toy: Embodiment, tmp_path: Path
+) -> None:
+    """Two robots trained together: both load. Fine-tuned on one of them: the other is refused at load
+    (naming it), though its stats are still in norm_stats.json; qvla-train itself may add robots."""
+    arm3 = load_embodiment(write_robot(tmp_path, robot_yaml("arm3", joints=3, horizon=6, rate=20.0)))
+    toy_data = DatasetSpec(SyntheticSource(toy, episodes=3, frames=8), toy, "data/toy")
+    arm3_data = DatasetSpec(SyntheticSource(arm3, episodes=3, frames=8), arm3, "data/arm3")
+    both = make_run(quick_config(), sources=[toy_data, arm3_data])
+    train(both)
+    for e in (toy, arm3):
+        assert QwenVLAPolicy.from_checkpoint(both.out, e).embodiment.name == e.name
+    one = make_run(quick_config(), sources=[toy_data], checkpoint=both.out, out=tmp_path / "toy_only")
+    train(one)
+    assert "arm3" in json.loads((one.out / "norm_stats.json").read_text(encoding="utf-8"))
+    with pytest.raises(CheckpointError, match=r"policy_config\.json training\.datasets: .*'arm3'.*\('toy'\)"):
+        QwenVLAPolicy.from_checkpoint(one.out, arm3)

@@ -6,7 +6,9 @@ this order, cheapest first, so a bad checkpoint fails before gigabytes of weight
 1. the device and dtype (model/device.py: CUDA there, dtype runnable on it);
 2. the checkpoint's own files in one pass (model/checkpoint.py :func:`~checkpoint.read_checkpoint`):
    ``policy_config.json``, ``norm_stats.json``, the backbone directory (``backbone_path``) and the
-   LoRA adapter (``backbone_adapter``) exist; then the embodiment fits the decoder and its stats;
+   LoRA adapter (``backbone_adapter``) exist; then the embodiment fits the decoder and its stats,
+   and is one the checkpoint knows (:func:`known_embodiments`: those it was trained or built for;
+   only ``qvla-train``, which teaches it a new one, passes ``new_embodiment=True``);
 3. the backbone directory (:func:`open_backbone`): its files against model/pretrained.py
    (config.json, weights, tokenizer, chat template, image processor; patch/merge sizes), the
    cross-checks with the checkpoint (``backbone_type`` == ``model_type``, ``decoder.cond_dim`` ==
@@ -68,11 +70,19 @@ class CheckpointParts(CheckedCheckpoint):
 
 
 def check_checkpoint(
-    path: str | Path, embodiment: Embodiment, placement: Placement, *, need_weights: bool = True
+    path: str | Path,
+    embodiment: Embodiment,
+    placement: Placement,
+    *,
+    need_weights: bool = True,
+    new_embodiment: bool = False,
 ) -> CheckedCheckpoint:
-    """Read and cross-check a checkpoint's configs, stats, tokenizer and template (no weights loaded)."""
+    """Read and cross-check a checkpoint's configs, stats, tokenizer and template (no weights loaded).
+    ``new_embodiment``: accept an embodiment the checkpoint does not know (training on a new robot)."""
     found = ckpt.read_checkpoint(path)
     root, cfg = found.root, found.config
+    if not new_embodiment:
+        check_known_embodiment(cfg, embodiment, found.norm_stats, root)
     check_embodiment(cfg, embodiment, found.norm_stats, root)
     normalizer = resolve_normalization(embodiment, found.norm_stats, root / ckpt.NORM_STATS)
     files, processor = open_backbone(
@@ -125,6 +135,33 @@ def _check_fit(root: Path, cfg: ckpt.PolicyConfig, files: BackboneFiles) -> None
             f"{root / ckpt.POLICY_CONFIG}: conditioning layer {cfg.cond_layer} out of range: the backbone "
             f"has {n_layers} layers (use -1 for the last layer after the final norm, 0 for the embeddings, "
             f"1..{n_layers})"
+        )
+
+
+def known_embodiments(cfg: ckpt.PolicyConfig, stats: dict[str, Normalization]) -> list[str]:
+    """The robots a checkpoint drives: those its training run learned (``training.datasets`` of
+    policy_config.json, written by qvla-train), else those it was built for (norm_stats.json)."""
+    trained = [d.get("embodiment") for d in cfg.training.get("datasets", []) if isinstance(d, dict)]
+    return sorted({str(n) for n in trained if n} or set(stats))
+
+
+def check_known_embodiment(
+    cfg: ckpt.PolicyConfig, embodiment: Embodiment, stats: dict[str, Normalization], root: Path
+) -> None:
+    """A checkpoint drives only the robots it knows (:func:`known_embodiments`): for any other, the
+    prompt would describe a robot the model has never seen, and its actions would be denormalised
+    with statistics of no robot's data. A checkpoint that names none (no training record, no stats:
+    an external or hand-assembled one) takes the robot YAML's embodiment.normalization instead."""
+    known = known_embodiments(cfg, stats)
+    if known and embodiment.name not in known:
+        source = (
+            ckpt.POLICY_CONFIG + " training.datasets" if cfg.training.get("datasets") else ckpt.NORM_STATS
+        )
+        raise CheckpointError(
+            f"{root / source}: the robot YAML's embodiment '{embodiment.name}' is not one this "
+            f"checkpoint was trained or built for ({', '.join(repr(n) for n in known)}). Use the robot "
+            "YAML it was trained with (embodiment.name must match), or train it for this robot with "
+            "qvla-train --checkpoint ... --dataset ... --robot YOUR.yaml"
         )
 
 
@@ -217,9 +254,11 @@ def load_checkpoint(
     dtype: str = "float32",
     attn_implementation: str = "sdpa",
     placement: Placement | None = None,
+    new_embodiment: bool = False,
 ) -> CheckpointParts:
     """Load and validate a checkpoint directory for one embodiment (see the module docstring)."""
     placement = placement or resolve_placement(device, dtype)
     return load_weights(
-        check_checkpoint(path, embodiment, placement), attn_implementation=attn_implementation
+        check_checkpoint(path, embodiment, placement, new_embodiment=new_embodiment),
+        attn_implementation=attn_implementation,
     )

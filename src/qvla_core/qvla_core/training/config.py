@@ -180,6 +180,19 @@ class Data(Strict):
     early_weight: int = Field(
         default=1, ge=1, le=100, description="Each of those early frames is drawn this many times per epoch."
     )
+    mix: dict[str, float] | None = Field(
+        default=None,
+        description="Share of the steps each embodiment's batches take, by embodiment name (e.g. "
+        "{aloha: 0.5, vln_nav: 0.5}; normalised to sum 1; datasets of one embodiment split its share by "
+        "size). None = every dataset in proportion to its frames, which lets a large dataset crowd out "
+        "a small robot.",
+    )
+
+    @model_validator(mode="after")
+    def _mix_positive(self) -> Data:
+        if self.mix is not None and (not self.mix or min(self.mix.values()) <= 0):
+            raise ValueError(f"mix needs a positive share for every embodiment it names, got {self.mix}")
+        return self
 
 
 class TrainConfig(Strict):

@@ -96,6 +96,16 @@ def early_oversampled(part: FrameSet, early_frames: int, weight: int) -> np.ndar
     return np.concatenate([rows, *([early] * (weight - 1))])
 
 
+def part_shares(embodiments: list[str], sizes: list[int], mix: dict[str, float] | None) -> list[float] | None:
+    """Each frame set's share of the steps: its embodiment's share of ``mix``, split between that
+    embodiment's sets by size. None (no mix) = in proportion to size. The session has checked that
+    ``mix`` names exactly the run's embodiments."""
+    if mix is None:
+        return None
+    total = {e: sum(n for f, n in zip(embodiments, sizes, strict=True) if f == e) for e in set(embodiments)}
+    return [mix[e] * n / total[e] for e, n in zip(embodiments, sizes, strict=True)]
+
+
 class Loop:
     """Steps a prepared :class:`Session`."""
 
@@ -110,6 +120,8 @@ class Loop:
         sampler = StepSampler(
             [len(p) for p in s.train_parts], cfg.schedule.batch_size, cfg.seed, start, cfg.schedule.steps,
             row_maps=[early_oversampled(p, *early) for p in s.train_parts],
+            shares=part_shares([p.embodiment.name for p in s.train_parts], [len(p) for p in s.train_parts],
+                               cfg.data.mix),
         )  # fmt: skip
         workers = cfg.data.workers
         loader = torch.utils.data.DataLoader(
@@ -222,6 +234,7 @@ class Loop:
         wait = compute = 0.0
         window_loss: Tensor | None = None
         window_n = 0
+        window_by: dict[str, tuple[Tensor, int]] = {}  # embodiment -> (loss sum, steps)
         window_s = 0.0  # seconds of the window's steps (data + compute; validation and saving excluded)
         last_loss: float | None = None
         validation: dict[str, Any] = {}
@@ -254,6 +267,8 @@ class Loop:
                 steps_run += 1
                 window_loss = loss if window_loss is None else window_loss + loss
                 window_n += 1
+                by_sum, by_n = window_by.get(batch.embodiment, (torch.zeros_like(loss), 0))
+                window_by[batch.embodiment] = (by_sum + loss, by_n + 1)
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == total or stop.requested:
                     last_loss = float(window_loss) / window_n
@@ -272,9 +287,13 @@ class Loop:
                         steps_per_s=window_n / max(window_s, 1e-9),
                         data_wait_share=wait / max(wait + compute, 1e-9),
                         embodiment=batch.embodiment,
+                        # the window's steps per robot: a joint run's curve per embodiment
+                        loss_by_embodiment={e: float(v) / n for e, (v, n) in window_by.items()},
+                        steps_by_embodiment={e: n for e, (_, n) in window_by.items()},
                     )
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
                     window_loss, window_n, window_s = None, 0, 0.0
+                    window_by = {}
                 if self.on_step is not None:
                     self.on_step(step, float(loss))
                 if stop.requested:

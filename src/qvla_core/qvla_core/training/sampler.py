@@ -1,10 +1,11 @@
 """Which frames each training step sees: seeded, shuffled, and a pure function of (seed, step).
 
 Each step takes its batch from one dataset (a batch holds one embodiment: one prompt layout, one
-horizon), chosen at random in proportion to the datasets' sizes. Within a dataset the frames are
-visited in a fresh random order every epoch. Everything derives from ``numpy.random.default_rng``
-seeded with ``[seed, ...]`` and the step number, so ``--resume`` continues with exactly the batches
-an uninterrupted run would have seen, without saving any sampler state.
+horizon), chosen at random in proportion to the datasets' sizes or to given shares (``data.mix``).
+Within a dataset the frames are visited in a fresh random order every epoch. Everything derives
+from ``numpy.random.default_rng`` seeded with ``[seed, ...]`` and the step number, so ``--resume``
+continues with exactly the batches an uninterrupted run would have seen, without saving any sampler
+state.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ class StepSampler:
         start: int,
         stop: int,
         row_maps: Sequence[np.ndarray | None] | None = None,
+        shares: Sequence[float] | None = None,
     ) -> None:
         """``row_maps[part]``: the rows an epoch of that part visits, repeats allowed (oversampling);
-        None = each row once. ``sizes`` are then the maps' lengths."""
+        None = each row once. ``sizes`` are then the maps' lengths. ``shares[part]``: the fraction of
+        steps that part's batches take (normalised); None = in proportion to ``sizes``."""
         if not sizes or min(sizes) <= 0:
             raise ValueError(f"every frame set needs frames, got sizes {list(sizes)}")
         self.row_maps = list(row_maps) if row_maps is not None else [None] * len(sizes)
@@ -37,7 +40,9 @@ class StepSampler:
         self.seed = seed
         self.start = start
         self.stop = stop
-        weights = np.asarray(self.sizes, dtype=np.float64)
+        weights = np.asarray(self.sizes if shares is None else shares, dtype=np.float64)
+        if len(weights) != len(self.sizes) or not np.all(weights > 0):
+            raise ValueError(f"shares must be one positive number per frame set, got {shares}")
         self._cum = np.cumsum(weights / weights.sum())
         self._perm: dict[tuple[int, int], np.ndarray] = {}
 

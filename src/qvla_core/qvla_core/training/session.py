@@ -159,6 +159,12 @@ class Session:
                     "robot YAML; one name, one YAML"
                 )
             by_name[e.name] = e
+        mix = self.config.data.mix
+        if mix is not None and set(mix) != set(by_name):
+            raise TrainingError(
+                f"data.mix names {sorted(mix)} but the datasets' embodiments are {sorted(by_name)}: give "
+                "every embodiment of the run a share, and no other"
+            )
         return by_name
 
     def _stats(self, datasets: Sequence[DatasetSpec]) -> dict[str, Normalization]:
@@ -180,7 +186,11 @@ class Session:
         with_stats = first.model_copy(update={"normalization": stats[first.name]})
         try:
             parts = load_checkpoint(
-                path, with_stats, device=cfg.device, dtype="bfloat16" if frozen_bf16 else "float32"
+                path,
+                with_stats,
+                device=cfg.device,
+                dtype="bfloat16" if frozen_bf16 else "float32",
+                new_embodiment=True,  # training is how a checkpoint learns a robot
             )
             base = QwenVLAPolicy.from_parts(parts, with_stats)
         except QvlaError as exc:
