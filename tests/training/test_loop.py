@@ -19,7 +19,7 @@ from qvla_core.model.policy import QwenVLAPolicy
 from qvla_core.training.config import Schedule
 from qvla_core.training.loop import Loop, train
 from qvla_core.training.optim import lr_factor
-from qvla_core.training.session import RunSpec, Session, autocast_dtype
+from qvla_core.training.session import RunSpec, Session, autocast_dtype, episode_ranges
 
 from .conftest import quick_config
 
@@ -46,7 +46,11 @@ def test_run_writes_a_loadable_checkpoint(make_run: Callable[..., RunSpec], toy:
     record = config["training"]
     assert record["command"] == ["test"] and record["step"] == 4 and record["git_commit"]
     assert record["datasets"][0]["fingerprint"] == source.fingerprint
-    assert len(record["datasets"][0]["episodes_validation"]) == 1
+    held = record["datasets"][0]["episodes_validation"]
+    assert len(held) == 1
+    train_eps = sorted(set(source.episodes) - set(held))
+    assert record["datasets"][0]["episodes_train"] == episode_ranges(train_eps)
+    assert episode_ranges([7, 0, 1, 2, 4, 5, 9]) == "0-2,4-5,7,9" and episode_ranges([]) == ""
     # the trained decoder is what OUT holds, and it changed
     base = _decoder_state(run.checkpoint)
     trained = _decoder_state(out)

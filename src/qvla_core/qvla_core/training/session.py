@@ -83,6 +83,17 @@ def merge_stats(a: Normalization, b: Normalization) -> Normalization:
     return Normalization(state=one(a.state, b.state), action=one(a.action, b.action))
 
 
+def episode_ranges(episodes: Sequence[int]) -> str:
+    """Episode indexes as runs of consecutive ones, e.g. ``0-46,48-96`` (``""`` for none)."""
+    runs: list[list[int]] = []
+    for ep in sorted(episodes):
+        if runs and ep == runs[-1][1] + 1:
+            runs[-1][1] = ep
+        else:
+            runs.append([ep, ep])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
 class Session:
     """A set-up run (see the module docstring); :meth:`save` writes a step checkpoint."""
 
@@ -257,7 +268,7 @@ class Session:
                     "embodiment": spec.embodiment.name,
                     "fingerprint": spec.source.fingerprint,
                     "frames": len(spec.source),
-                    "episodes_train": train_eps,
+                    "episodes_train": episode_ranges(train_eps),  # 8,000 indexes would be 40 KB
                     "episodes_validation": val_eps,
                 }
             )
