@@ -49,6 +49,7 @@ NAV_WORDS = [
     f"go to the {c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("box", "cylinder", "sphere")
 ]
 ROBOTS = ("aloha", "nav")
+ANALYSIS = "<!-- analysis: written by hand, kept when the bench rewrites this file -->"
 RUNS: dict[str, tuple[str, ...]] = {"joint": ROBOTS, "aloha": ("aloha",), "nav": ("nav",)}
 EMBODIMENT = {"aloha": "aloha", "nav": "vln_nav"}
 
@@ -439,6 +440,10 @@ def report(
         "",
         "## Commands",
         "",
+        "Everything (the initial checkpoint, the three runs, the four evaluations, the probe, this file) "
+        "is `python bench/multi_embodiment.py`; the datasets come from bench/learned_policy.py's collection "
+        "and bench/nav_demonstrations.py (models/*/REGENERATE.md). Its steps:",
+        "",
         "```bash",
         *[shlex.join(c).replace(f"{ROOT}/", "") for c in cmds.values()],
         "```",
@@ -480,6 +485,8 @@ def main() -> None:
         probe_path.write_text(json.dumps(probe(args), indent=1))
     results = {p.stem: json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*-*.json"))}
     text = report(args, results, json.loads(probe_path.read_text()))
+    kept = args.out.read_text().split(ANALYSIS, 1) if args.out.exists() else []
+    text += "\n" + ANALYSIS + (kept[1] if len(kept) == 2 else "\n\n(what the figures say: written by hand)\n")
     args.out.write_text(text)
     print(text)
 
