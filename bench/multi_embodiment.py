@@ -42,12 +42,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from closed_loop import through_ros  # noqa: E402
+from learned_policy import TASK, levels  # noqa: E402
+from nav_closed_loop import run as nav_run  # noqa: E402
 from success_stats import seeds_range, wilson  # noqa: E402
 
-TASK = "pick up the red cube with the right arm and hand it over to the left arm"
-NAV_WORDS = [
-    f"go to the {c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("box", "cylinder", "sphere")
-]
+from qvla_core.sim.nav.metrics import NavMetrics, summarize  # noqa: E402
+from qvla_core.sim.nav.scene import COLOURS, SHAPES  # noqa: E402
+from qvla_ros.tools.sim_monitor import EpisodeResult  # noqa: E402
+
+NAV_WORDS = [f"go to the {c} {s}" for c in COLOURS for s in SHAPES]  # every scene's instruction
 ROBOTS = ("aloha", "nav")
 ANALYSIS = "<!-- analysis: written by hand, kept when the bench rewrites this file -->"
 RUNS: dict[str, tuple[str, ...]] = {"joint": ROBOTS, "aloha": ("aloha",), "nav": ("nav",)}
@@ -93,6 +97,11 @@ def robot_args(args: argparse.Namespace, robots: tuple[str, ...]) -> list[str]:
     return out
 
 
+def run_steps(args: argparse.Namespace, run: str) -> int:
+    """A run's steps: ``--steps-per-robot`` batches of each of its robots."""
+    return args.steps_per_robot * len(RUNS[run])
+
+
 def train_commands(args: argparse.Namespace) -> dict[str, list[str]]:
     """The initial checkpoint's command and each run's, by name."""
     init = args.work / "init"
@@ -106,7 +115,7 @@ def train_commands(args: argparse.Namespace) -> dict[str, list[str]]:
         cmd = ["qvla-train", "--checkpoint", str(init), *robot_args(args, robots),
                "--out", str(args.work / name),
                "--config", str(args.config), "--cache-dir", str(args.work / "cache"), "--no-progress",
-               "--steps", str(args.steps_per_robot * len(robots))]  # fmt: skip
+               "--steps", str(run_steps(args, name))]  # fmt: skip
         if len(robots) == 1:
             cmd += ["--set", "data.mix=null"]
         cmds[name] = cmd
@@ -128,7 +137,7 @@ def train(args: argparse.Namespace) -> None:
             if (out / "policy_config.json").exists():
                 continue
         else:
-            want = args.steps_per_robot * len(RUNS[name])
+            want = run_steps(args, name)
             if trained_steps(out) >= want:
                 print(f"== {name}: trained ({want} steps), kept", flush=True)
                 continue
@@ -148,8 +157,6 @@ def evaluate(args: argparse.Namespace, run: str, robot: str) -> dict[str, Any]:
     checkpoint = checkpoint_of(args, run)
     start = time.monotonic()
     if robot == "aloha":
-        from closed_loop import through_ros
-
         seeds = seeds_range(args.aloha_seeds)
         results, _, _ = through_ros(
             args.aloha_mode, seeds[0], len(seeds), args.aloha_seconds, camera_size(args.aloha_robot),
@@ -160,8 +167,6 @@ def evaluate(args: argparse.Namespace, run: str, robot: str) -> dict[str, Any]:
         episodes = [dataclasses.asdict(r) for r in results]
         successes = sum(r.success for r in results)
     else:
-        from nav_closed_loop import run as nav_run
-
         seeds = seeds_range(args.nav_seeds)
         results_nav, _, _ = nav_run(
             "qwen_vla", seeds, args.nav_rtf, args.nav_max_time, args.work / "eval" / f"logs_{run}_nav",
@@ -336,19 +341,15 @@ def success_cell(result: dict[str, Any] | None) -> str:
 def nav_extras(result: dict[str, Any] | None) -> str:
     if result is None:
         return "-"
-    eps = result["episodes"]
-    mean = lambda key: float(np.mean([float(e[key]) for e in eps]))  # noqa: E731
-    return (f"SPL {mean('spl'):.3f}, OSR {mean('oracle_success'):.0%}, "
-            f"wrong object {mean('wrong_object'):.0%}, "
-            f"NE {mean('navigation_error'):.2f} m, {mean('collisions'):.1f} contacts/ep")  # fmt: skip
+    m = summarize([NavMetrics(**e) for e in result["episodes"]])
+    return (f"SPL {m['SPL']:.3f}, OSR {m['OSR']:.0%}, wrong object {m['wrong_object']:.0%}, "
+            f"NE {m['NE']:.2f} m, {m['collisions']:.1f} contacts/ep")  # fmt: skip
 
 
 def aloha_extras(result: dict[str, Any] | None) -> str:
     if result is None:
         return "-"
-    eps = result["episodes"]
-    levels = " / ".join(str(sum(e["max_reward"] >= k for e in eps)) for k in (1, 2, 3, 4))
-    return f"reward >= 1/2/3/4: {levels} of {len(eps)}"
+    return "reward >= 1/2/3/4: " + levels([EpisodeResult(**e) for e in result["episodes"]])
 
 
 def gap(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
