@@ -232,9 +232,8 @@ class Loop:
         step = s.start_step
         start_time = time.perf_counter()
         wait = compute = 0.0
-        window_loss: Tensor | None = None
-        window_n = 0
-        window_by: dict[str, tuple[Tensor, int]] = {}  # embodiment -> (loss sum, steps)
+        # the log window's loss sum and steps per embodiment (the whole window's are their totals)
+        window: dict[str, tuple[Tensor, int]] = {}
         window_s = 0.0  # seconds of the window's steps (data + compute; validation and saving excluded)
         last_loss: float | None = None
         validation: dict[str, Any] = {}
@@ -265,13 +264,12 @@ class Loop:
                 window_s += t2 - t0
                 step += 1
                 steps_run += 1
-                window_loss = loss if window_loss is None else window_loss + loss
-                window_n += 1
-                by_sum, by_n = window_by.get(batch.embodiment, (torch.zeros_like(loss), 0))
-                window_by[batch.embodiment] = (by_sum + loss, by_n + 1)
+                by_sum, by_n = window.get(batch.embodiment, (torch.zeros_like(loss), 0))
+                window[batch.embodiment] = (by_sum + loss, by_n + 1)
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == total or stop.requested:
-                    last_loss = float(window_loss) / window_n
+                    window_n = sum(n for _, n in window.values())
+                    last_loss = float(sum(v for v, _ in window.values())) / window_n
                     if not math.isfinite(last_loss):
                         raise TrainingError(
                             f"the loss became {last_loss} at step {step}; lower schedule.lr (now "
@@ -288,12 +286,11 @@ class Loop:
                         data_wait_share=wait / max(wait + compute, 1e-9),
                         embodiment=batch.embodiment,
                         # the window's steps per robot: a joint run's curve per embodiment
-                        loss_by_embodiment={e: float(v) / n for e, (v, n) in window_by.items()},
-                        steps_by_embodiment={e: n for e, (_, n) in window_by.items()},
+                        loss_by_embodiment={e: float(v) / n for e, (v, n) in window.items()},
+                        steps_by_embodiment={e: n for e, (_, n) in window.items()},
                     )
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
-                    window_loss, window_n, window_s = None, 0, 0.0
-                    window_by = {}
+                    window, window_s = {}, 0.0
                 if self.on_step is not None:
                     self.on_step(step, float(loss))
                 if stop.requested:
