@@ -138,11 +138,18 @@ def _check_fit(root: Path, cfg: ckpt.PolicyConfig, files: BackboneFiles) -> None
         )
 
 
-def known_embodiments(cfg: ckpt.PolicyConfig, stats: dict[str, Normalization]) -> list[str]:
-    """The robots a checkpoint drives: those its training run learned (``training.datasets`` of
-    policy_config.json, written by qvla-train), else those it was built for (norm_stats.json)."""
-    trained = [d.get("embodiment") for d in cfg.training.get("datasets", []) if isinstance(d, dict)]
-    return sorted({str(n) for n in trained if n} or set(stats))
+def known_embodiments(cfg: ckpt.PolicyConfig, stats: dict[str, Normalization]) -> tuple[list[str], str]:
+    """The robots a checkpoint drives and the file that says so: those its training run learned
+    (``training.datasets`` of policy_config.json, written by qvla-train), else those it was built
+    for (norm_stats.json)."""
+    trained = {
+        str(d["embodiment"])
+        for d in cfg.training.get("datasets", [])
+        if isinstance(d, dict) and d.get("embodiment")
+    }
+    if trained:
+        return sorted(trained), ckpt.POLICY_CONFIG + " training.datasets"
+    return sorted(stats), ckpt.NORM_STATS
 
 
 def check_known_embodiment(
@@ -152,11 +159,8 @@ def check_known_embodiment(
     prompt would describe a robot the model has never seen, and its actions would be denormalised
     with statistics of no robot's data. A checkpoint that names none (no training record, no stats:
     an external or hand-assembled one) takes the robot YAML's embodiment.normalization instead."""
-    known = known_embodiments(cfg, stats)
+    known, source = known_embodiments(cfg, stats)
     if known and embodiment.name not in known:
-        source = (
-            ckpt.POLICY_CONFIG + " training.datasets" if cfg.training.get("datasets") else ckpt.NORM_STATS
-        )
         raise CheckpointError(
             f"{root / source}: the robot YAML's embodiment '{embodiment.name}' is not one this "
             f"checkpoint was trained or built for ({', '.join(repr(n) for n in known)}). Use the robot "
