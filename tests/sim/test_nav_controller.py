@@ -97,3 +97,20 @@ def test_rejects_bad_input() -> None:
         Limits(max_speed=0.0)
     with pytest.raises(ValueError, match="finite"):
         PathFollower().set_path([[math.nan, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_a_turn_on_the_spot_past_half_a_circle_goes_the_way_it_was_asked(direction: float) -> None:
+    # Waypoints on the robot's own spot, 1.2 rad apart: 3.6 rad in all. Aligning only to the last
+    # one (wrapped to -2.68 rad) would turn 2.68 rad the other way; it turns through them in order.
+    f = PathFollower()
+    pose = (1.0, 2.0, 0.3)
+    local = [[0.0, 0.0, wrap(direction * 1.2 * k)] for k in (1, 2, 3)]
+    f.set_path(compose(pose, local), start=pose)
+    steps = drive(f, pose, 8.0)
+    w = np.array([s[4] for s in steps])
+    turned = float(np.sum(w) * DT)
+    assert f.done
+    assert turned == pytest.approx(direction * 3.6, abs=0.2)
+    assert np.all(np.sign(w[np.abs(w) > 1e-9]) == direction)
+    assert math.hypot(steps[-1][0] - 1.0, steps[-1][1] - 2.0) < 1e-9

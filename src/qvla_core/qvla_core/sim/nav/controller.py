@@ -8,7 +8,9 @@ robot's pose into a body-frame velocity command (v forward, w counter-clockwise)
   more than ``rotate_threshold`` off the heading (the base does not back up);
 * slows down for curvature (``|w| <= max_yaw_rate``) and before the path's end, so that it can stop
   there within ``max_accel``;
-* turns to the last pose's yaw once within ``xy_tolerance`` of it, then holds still (``done``);
+* turns to the last pose's yaw once within ``xy_tolerance`` of it, then holds still (``done``); where
+  the path ends in several poses on that spot (a turn on the spot, e.g. looking around), it turns
+  through their yaws in order, so that a turn of more than half a circle goes the way it was asked;
 * never exceeds ``Limits`` in speed or acceleration (the latter against its own previous command).
 
 Poses are (x, y, yaw) in one fixed frame (world or odom); helpers convert to and from a pose's own
@@ -89,6 +91,7 @@ class PathFollower:
         self._path: FloatArray | None = None
         self._seg = 0
         self._aligning = False
+        self._yaws: list[float] = []  # headings still to turn through on the path's last spot
         self.done = True
         self.last = (0.0, 0.0)  # previous command (v, w)
 
@@ -111,6 +114,7 @@ class PathFollower:
         self._path = p
         self._seg = 0
         self._aligning = False
+        self._yaws = _yaws_on_last_spot(p[1:] if start is not None else p, self.xy_tolerance)
         self.done = False
 
     def set_goal(self, goal: Pose2D, pose: Pose2D) -> None:
@@ -173,7 +177,10 @@ class PathFollower:
         if not self._aligning and d_end < self.xy_tolerance and total - s < 2.0 * self.xy_tolerance + 0.05:
             self._aligning = True
         if self._aligning:
-            err = wrap(float(end[2]) - yaw)
+            # Each heading on the last spot in turn (consecutive ones less than half a turn apart).
+            while len(self._yaws) > 1 and abs(wrap(self._yaws[0] - yaw)) < self.yaw_tolerance:
+                self._yaws.pop(0)
+            err = wrap((self._yaws[0] if self._yaws else float(end[2])) - yaw)
             if abs(err) < self.yaw_tolerance:
                 self.done = True
                 return 0.0, 0.0
@@ -198,3 +205,17 @@ class PathFollower:
             v = min(v, lim.max_yaw_rate / abs(curvature))
         v = max(v, 0.05)
         return v, curvature * v
+
+
+def _yaws_on_last_spot(poses: FloatArray, tolerance: float) -> list[float]:
+    """The yaws of the trailing poses within ``tolerance`` of the last one's position, in order,
+    without repeats (a path that ends turning on the spot lists its headings here)."""
+    end = poses[-1]
+    k = len(poses) - 1
+    while k > 0 and math.hypot(poses[k - 1, 0] - end[0], poses[k - 1, 1] - end[1]) < tolerance:
+        k -= 1
+    yaws: list[float] = []
+    for a in poses[k:, 2].tolist():
+        if not yaws or abs(wrap(a - yaws[-1])) > 1e-3:
+            yaws.append(a)
+    return yaws
