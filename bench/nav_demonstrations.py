@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from qvla_core.sim.nav.demonstrations import drive
     from qvla_core.sim.nav.env import NavSim
     from qvla_core.sim.nav.expert import NavExpert
+    from qvla_core.sim.nav.search import SearchingExpert
     from qvla_ros.tools.bringup import write_robot_variant
     from qvla_ros.tools.collect import seeds_arg, size_arg
     from qvla_ros.tools.collect_nav import history_on_grid
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="mean seconds between perturbations of the base's pose (0: none; see demonstrations.py)",
     )
+    ap.add_argument(
+        "--expert",
+        choices=("shortest", "search"),
+        default="shortest",
+        help="shortest: NavExpert (knows where the object is); search: SearchingExpert (looks for it)",
+    )
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     emb = load_robot_config(robot_yaml).embodiment
     cam = emb.cameras[0]
     sim = NavSim(cam.width, cam.height)
-    expert = NavExpert(emb, ground_truth=sim)
+    expert = (SearchingExpert if args.expert == "search" else NavExpert)(emb, ground_truth=sim)
     failed: list[int] = []
     episodes = frames = 0
     sim_s = 0.0

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from qvla_core.sim.nav.controller import wrap
 from qvla_core.sim.nav.planner import OccupancyGrid, path_length
-from qvla_core.sim.nav.scene import BASE_RADIUS, NavScene
+from qvla_core.sim.nav.scene import BASE_RADIUS, NavObject, NavScene
 
 SUCCESS_RADIUS = 1.0
 
@@ -148,17 +148,24 @@ def table_row(name: str, summary: dict[str, float]) -> str:
 
 
 def target_visibility(scene: NavScene, half_fov: float = math.radians(37.5)) -> str:
-    """Where the named object is from the start, for splitting results: ``"in view"`` (a clear line
-    of sight to it, within the camera's horizontal field of view), ``"turn to see"`` (a clear line
-    of sight outside it) or ``"hidden"`` (walls or other objects in the way). The line of sight runs
-    over the walls and objects of the scene, not inflated, to the object's near surface."""
-    grid = OccupancyGrid.from_scene(scene, inflation=0.0)
-    x, y, yaw = scene.start
-    goal = scene.target_object
-    d = math.hypot(goal.x - x, goal.y - y)
-    ux, uy = (goal.x - x) / d, (goal.y - y) / d
-    near = (goal.x - ux * (goal.radius + 0.05), goal.y - uy * (goal.radius + 0.05))
-    if not grid.line_free((x, y), near):
+    """Where the named object is from the start, for splitting results: :func:`in_sight` from the
+    scene's start pose over its walls and objects, not inflated."""
+    return in_sight(
+        OccupancyGrid.from_scene(scene, inflation=0.0), scene.start, scene.target_object, half_fov
+    )
+
+
+def in_sight(opaque: OccupancyGrid, pose: tuple[float, float, float], obj: NavObject, half_fov: float) -> str:
+    """``"in view"`` (a clear line of sight from ``pose`` to the near surface of ``obj``, within the
+    camera's horizontal field of view), ``"turn to see"`` (a clear line of sight outside it) or
+    ``"hidden"`` (walls or other objects in the way). ``opaque``: the uninflated map."""
+    x, y, yaw = pose
+    d = math.hypot(obj.x - x, obj.y - y)
+    if d <= obj.radius + 0.05:
+        return "in view"
+    ux, uy = (obj.x - x) / d, (obj.y - y) / d
+    near = (obj.x - ux * (obj.radius + 0.05), obj.y - uy * (obj.radius + 0.05))
+    if not opaque.line_free((x, y), near):
         return "hidden"
-    bearing = wrap(math.atan2(goal.y - y, goal.x - x) - yaw)
+    bearing = wrap(math.atan2(obj.y - y, obj.x - x) - yaw)
     return "in view" if abs(bearing) <= half_fov else "turn to see"

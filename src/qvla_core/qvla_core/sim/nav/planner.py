@@ -44,6 +44,7 @@ class OccupancyGrid:
     origin: tuple[float, float]  # world position of cell (0, 0)'s lower-left corner
     resolution: float
     _fields: dict[tuple[float, float, float], DistanceField] = field(default_factory=dict, repr=False)
+    _graph: object | None = field(default=None, repr=False)  # the free cells' 8-connected graph (scipy)
 
     @classmethod
     def from_scene(
@@ -205,11 +206,12 @@ class DistanceField:
             cells.append(best)
         points = [(x, y)] + [g.centre(ci, cj) for ci, cj in cells]
         if smooth:
-            points = _string_pull(g, points)
+            points = string_pull(g, points)
         return np.asarray(points, dtype=np.float64)
 
 
-def _string_pull(grid: OccupancyGrid, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def string_pull(grid: OccupancyGrid, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Keep only the points of a polyline that the previous kept point cannot reach in a free line."""
     if len(points) <= 2:
         return points
     out = [points[0]]
@@ -233,3 +235,42 @@ def path_length(points: npt.ArrayLike) -> float:
     if len(p) < 2:
         return 0.0
     return float(np.sum(np.hypot(*(np.diff(p[:, :2], axis=0).T))))
+
+
+def geodesic_from(grid: OccupancyGrid, x: float, y: float) -> tuple[FloatArray, npt.NDArray[np.int32]]:
+    """Path distance [m] from (x, y) to every cell (inf where unreachable), and Dijkstra's predecessor
+    of every cell as a flat index (negative for the source and unreachable cells).
+
+    One source per call, as an explorer needs at each re-plan: scipy's compiled Dijkstra over the
+    free cells' graph (built once per grid) instead of :class:`DistanceField`'s Python loop, which
+    is fine once per goal but too slow once a second (scipy comes with the sim: dm_control needs
+    it). A start on an occupied cell (the base grazing a wall) starts from the nearest free one.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    ny, nx = grid.shape
+    if grid._graph is None:
+        free = grid.free
+        rows: list[npt.NDArray[np.int64]] = []
+        cols: list[npt.NDArray[np.int64]] = []
+        costs: list[FloatArray] = []
+        index = np.arange(ny * nx).reshape(ny, nx)
+        for di, dj, c in _STEPS:
+            a = free[max(0, -di) : ny - max(0, di), max(0, -dj) : nx - max(0, dj)]
+            b = free[max(0, di) : ny + min(0, di) or None, max(0, dj) : nx + min(0, dj) or None]
+            both = a & b
+            src = index[max(0, -di) : ny - max(0, di), max(0, -dj) : nx - max(0, dj)][both]
+            rows.append(src)
+            cols.append(src + di * nx + dj)
+            costs.append(np.full(len(src), c * grid.resolution))
+        grid._graph = coo_matrix(
+            (np.concatenate(costs), (np.concatenate(rows), np.concatenate(cols))), shape=(ny * nx, ny * nx)
+        ).tocsr()
+    i, j = grid.cell(x, y)
+    if not grid.free[i, j]:
+        cells = np.argwhere(grid.free)
+        k = int(np.argmin(np.hypot(cells[:, 0] - i, cells[:, 1] - j)))
+        i, j = int(cells[k, 0]), int(cells[k, 1])
+    dist, previous = dijkstra(grid._graph, indices=i * nx + j, return_predecessors=True)
+    return dist.reshape(ny, nx), previous.astype(np.int32)
