@@ -62,6 +62,7 @@ from qvla_ros.tools.sim_monitor import Spinner, call_service
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "install" / "qvla_ros" / "share" / "qvla_ros" / "config" / "robots"
 BASELINE = "qvla_ros.nodes.nav_ground_truth:make_chance_baseline"
+SEARCH = "qvla_ros.nodes.nav_ground_truth:make_searching_expert"
 
 
 class Watch(Node):
@@ -187,6 +188,9 @@ def main() -> None:
     ap.add_argument("--real-time-factor", type=float, default=1.0)
     ap.add_argument("--no-baseline", action="store_true", help="skip the chance baseline (plugin policy)")
     ap.add_argument("--no-expert", action="store_true", help="skip the expert")
+    ap.add_argument(
+        "--search", action="store_true", help="also the searching expert (sees the object before it goes)"
+    )
     ap.add_argument("--checkpoint", default="", help="also a learned policy: this checkpoint directory")
     ap.add_argument("--robot-config", default="", help="robot YAML of the nodes (default: vln_nav)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "nav_closed_loop.md"))
@@ -194,6 +198,8 @@ def main() -> None:
     args = ap.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     runs = [] if args.no_expert else [("expert (expert_vln_nav)", "expert_vln_nav")]
+    if args.search:
+        runs.append(("searching expert (must see it first)", SEARCH))
     if not args.no_baseline:
         runs.append(("chance (walks to a random object)", BASELINE))
     if args.checkpoint:

@@ -32,6 +32,7 @@ from qvla_core.sim.nav.env import NavSim
 from qvla_core.sim.nav.episode import EpisodeLog, run_episode
 from qvla_core.sim.nav.expert import NavExpert, RandomObjectBaseline
 from qvla_core.sim.nav.metrics import LEGEND, TABLE_HEADER, summarize, table_row
+from qvla_core.sim.nav.search import SearchingExpert
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -51,6 +52,9 @@ def main() -> None:
     ap.add_argument("--no-expert", action="store_true")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument(
+        "--search", action="store_true", help="also the searching expert (sees the object before it goes)"
+    )
+    ap.add_argument(
         "--threads", type=int, default=0, help="torch threads for the learned policy (0: torch's)"
     )
     args = ap.parse_args()
@@ -65,6 +69,14 @@ def main() -> None:
     if not args.no_expert:
         policies.append(
             ("expert (A*/Dijkstra on the map)", NavExpert(embodiment, ground_truth=sim), args.render)
+        )
+    if args.search:
+        policies.append(
+            (
+                "searching expert (the map, not where the object is)",
+                SearchingExpert(embodiment, ground_truth=sim),
+                args.render,
+            )
         )
     if not args.no_baseline:
         baseline = RandomObjectBaseline(embodiment, ground_truth=sim)

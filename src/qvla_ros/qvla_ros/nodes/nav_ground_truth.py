@@ -132,3 +132,11 @@ def make_chance_baseline(config: RobotConfig) -> Policy:
     from qvla_core.sim.nav.expert import RandomObjectBaseline
 
     return RandomObjectBaseline(config.embodiment, ground_truth=RosNavGroundTruth())
+
+
+def make_searching_expert(config: RobotConfig) -> Policy:
+    """The searching expert (looks for the named object before it drives to it; knows the map, not
+    where the object is), for ``policy:=qvla_ros.nodes.nav_ground_truth:make_searching_expert``."""
+    from qvla_core.sim.nav.search import SearchingExpert
+
+    return SearchingExpert(config.embodiment, ground_truth=RosNavGroundTruth())
