@@ -114,7 +114,7 @@ def main() -> None:
         sim.close()
 
     lines = [
-        "# Navigation expert and chance baseline, directly on the sim (no ROS)",
+        "# Navigation experts and chance baseline, directly on the sim (no ROS)",
         "",
         f"{args.seeds} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), success radius 1 m, "
         f"{platform.processor() or platform.machine()}, render={args.render}. Command: "

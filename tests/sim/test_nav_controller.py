@@ -114,3 +114,21 @@ def test_a_turn_on_the_spot_past_half_a_circle_goes_the_way_it_was_asked(directi
     assert turned == pytest.approx(direction * 3.6, abs=0.2)
     assert np.all(np.sign(w[np.abs(w) > 1e-9]) == direction)
     assert math.hypot(steps[-1][0] - 1.0, steps[-1][1] - 2.0) < 1e-9
+
+
+def test_a_base_turning_to_and_fro_has_not_come_to_rest() -> None:
+    """The episode ends when the base stands still for 2 s; one that turns away and back within the
+    window ends where it began but has not stopped (the sim's and the ROS bench's rule alike)."""
+    from qvla_core.sim.nav.episode import RestDetector
+    from qvla_ros.tools.collect_nav import came_to_rest
+
+    start = (0.0, 0.0, 0.0)
+    window = round(2.0 / DT)
+    turning = [(1.0, 0.0, 0.8 * math.sin(math.pi * k / window)) for k in range(window + 1)]
+    standing = [(1.0, 0.0, 0.0)] * (window + 1)
+    for poses, stopped in ((turning, False), (standing, True)):
+        rest = RestDetector(start, window)
+        rest.update((1.0, 0.0, 0.0))  # it has moved off its start
+        assert any(rest.update(p) for p in poses) is stopped
+        odom = [(0.0, *start)] + [(1.0 + k * DT, *p) for k, p in enumerate(poses)]
+        assert (came_to_rest(odom, 2.0) is not None) is stopped

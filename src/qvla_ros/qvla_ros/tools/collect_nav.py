@@ -20,19 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qvla_core.sim.nav.controller import wrap
+from qvla_core.sim.nav.episode import held_still
 from qvla_core.sim.nav.metrics import SUCCESS_RADIUS
 from qvla_ros.tools.bringup import NodeSpec, nav_sim_demo_specs
 from qvla_ros.tools.recorder_driver import EpisodeRecord, RecorderDriver, config_dir, recorder_spec
 
 REST_S = 2.0  # still this long (sim time) after moving: the episode is over
 MOVED_M = 0.1  # the base has left its start by this much
-STILL_M, STILL_RAD = 0.05, 0.05  # and moved less than this within the last REST_S
 
 
 def came_to_rest(odom: Sequence[tuple[float, float, float, float]], rest_s: float = REST_S) -> float | None:
     """The sim time at which the base came to rest for good, or None while it has not: it moved
-    ``MOVED_M`` from its first pose, and over the last ``rest_s`` less than ``STILL_M`` / ``STILL_RAD``.
+    ``MOVED_M`` from its first pose, and over the last ``rest_s`` it :func:`held_still`.
     ``odom``: (stamp, x, y, yaw) in time order."""
     if len(odom) < 2 or odom[-1][0] - odom[0][0] < rest_s:
         return None
@@ -42,7 +41,7 @@ def came_to_rest(odom: Sequence[tuple[float, float, float, float]], rest_s: floa
         return None
     first, a, b = odom[0], window[0], window[-1]
     moved = math.hypot(b[1] - first[1], b[2] - first[2]) > MOVED_M
-    still = math.hypot(b[1] - a[1], b[2] - a[2]) < STILL_M and abs(wrap(b[3] - a[3])) < STILL_RAD
+    still = held_still([o[1:] for o in window])
     return a[0] if moved and still else None
 
 

@@ -8,9 +8,12 @@ robot's pose into a body-frame velocity command (v forward, w counter-clockwise)
   more than ``rotate_threshold`` off the heading (the base does not back up);
 * slows down for curvature (``|w| <= max_yaw_rate``) and before the path's end, so that it can stop
   there within ``max_accel``;
+* turns on the spot first where the path begins with poses on the robot's own spot (within
+  ``xy_tolerance`` of where it starts): through their yaws in order, then it drives on;
 * turns to the last pose's yaw once within ``xy_tolerance`` of it, then holds still (``done``); where
-  the path ends in several poses on that spot (a turn on the spot, e.g. looking around), it turns
-  through their yaws in order, so that a turn of more than half a circle goes the way it was asked;
+  the path ends in several poses on that spot, it turns through their yaws in order too.
+  In order: a turn of more than half a circle (looking around) goes the way it was asked, not the
+  short way to its last heading; and a policy's waypoint yaws are kept, not only its positions;
 * never exceeds ``Limits`` in speed or acceleration (the latter against its own previous command).
 
 Poses are (x, y, yaw) in one fixed frame (world or odom); helpers convert to and from a pose's own
@@ -19,6 +22,7 @@ frame (REP-103: x forward, y left, yaw counter-clockwise). Pure numpy.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -92,6 +96,7 @@ class PathFollower:
         self._seg = 0
         self._aligning = False
         self._yaws: list[float] = []  # headings still to turn through on the path's last spot
+        self._first_yaws: list[float] = []  # ... on its first spot, before driving
         self.done = True
         self.last = (0.0, 0.0)  # previous command (v, w)
 
@@ -114,7 +119,9 @@ class PathFollower:
         self._path = p
         self._seg = 0
         self._aligning = False
-        self._yaws = _yaws_on_last_spot(p[1:] if start is not None else p, self.xy_tolerance)
+        given = p[1:] if start is not None else p
+        self._yaws = _yaws_on_spot(given[::-1], self.xy_tolerance)[::-1]
+        self._first_yaws = _yaws_on_spot(given, self.xy_tolerance, centre=p[0])
         self.done = False
 
     def set_goal(self, goal: Pose2D, pose: Pose2D) -> None:
@@ -166,6 +173,21 @@ class PathFollower:
         self.last = (v, w)
         return v, w
 
+    def _still_to_turn(self, headings: list[float], yaw: float) -> float:
+        """The signed turn [rad] from ``yaw`` through ``headings`` in order (each leg less than half a
+        turn); the headings already passed are dropped from the list."""
+        while len(headings) > 1 and abs(wrap(headings[0] - yaw)) < self.yaw_tolerance:
+            headings.pop(0)
+        legs = [wrap(b - a) for a, b in itertools.pairwise(headings)]
+        return wrap(headings[0] - yaw) + float(sum(legs))
+
+    def _turn(self, err: float) -> tuple[float, float]:
+        """Turn on the spot by ``err`` [rad]: proportional, capped so that it can stop there
+        (w^2 <= 2 a |err|, at half the yaw acceleration limit)."""
+        lim = self.limits
+        w_stop = math.sqrt(2.0 * lim.max_yaw_accel * 0.5 * abs(err))
+        return 0.0, math.copysign(min(2.0 * abs(err), w_stop, lim.max_yaw_rate), err)
+
     def _desired(self, pose: Pose2D) -> tuple[float, float]:
         lim = self.limits
         if self._path is None or self.done:
@@ -176,17 +198,17 @@ class PathFollower:
         s, total = self._progress(x, y)
         if not self._aligning and d_end < self.xy_tolerance and total - s < 2.0 * self.xy_tolerance + 0.05:
             self._aligning = True
+        if self._first_yaws and not self._aligning:
+            err = self._still_to_turn(self._first_yaws, yaw)
+            if abs(err) >= self.yaw_tolerance:
+                return self._turn(err)
+            self._first_yaws = []
         if self._aligning:
-            # Each heading on the last spot in turn (consecutive ones less than half a turn apart).
-            while len(self._yaws) > 1 and abs(wrap(self._yaws[0] - yaw)) < self.yaw_tolerance:
-                self._yaws.pop(0)
-            err = wrap((self._yaws[0] if self._yaws else float(end[2])) - yaw)
+            err = self._still_to_turn(self._yaws or [float(end[2])], yaw)
             if abs(err) < self.yaw_tolerance:
                 self.done = True
                 return 0.0, 0.0
-            # Proportional turn, capped so that it can stop at the target heading (w^2 <= 2 a |err|).
-            w_stop = math.sqrt(2.0 * lim.max_yaw_accel * 0.5 * abs(err))
-            return 0.0, math.copysign(min(2.0 * abs(err), w_stop, lim.max_yaw_rate), err)
+            return self._turn(err)
         tx, ty = self._point_at(min(s + self.lookahead, total))
         if total - s < self.lookahead:
             tx, ty = float(end[0]), float(end[1])
@@ -196,8 +218,7 @@ class PathFollower:
         dist = math.hypot(bx, by)
         alpha = math.atan2(by, bx)
         if abs(alpha) > self.rotate_threshold:
-            w_stop = math.sqrt(2.0 * lim.max_yaw_accel * 0.5 * abs(alpha))
-            return 0.0, math.copysign(min(2.0 * abs(alpha), w_stop, lim.max_yaw_rate), alpha)
+            return self._turn(alpha)
         remaining = max(total - s, d_end)
         v = min(lim.max_speed, math.sqrt(2.0 * lim.max_accel * 0.7 * remaining))
         curvature = 2.0 * math.sin(alpha) / max(dist, 1e-3)
@@ -207,15 +228,20 @@ class PathFollower:
         return v, curvature * v
 
 
-def _yaws_on_last_spot(poses: FloatArray, tolerance: float) -> list[float]:
-    """The yaws of the trailing poses within ``tolerance`` of the last one's position, in order,
-    without repeats (a path that ends turning on the spot lists its headings here)."""
-    end = poses[-1]
-    k = len(poses) - 1
-    while k > 0 and math.hypot(poses[k - 1, 0] - end[0], poses[k - 1, 1] - end[1]) < tolerance:
-        k -= 1
+def _yaws_on_spot(poses: FloatArray, tolerance: float, centre: npt.ArrayLike | None = None) -> list[float]:
+    """The yaws of the leading ``poses`` within ``tolerance`` of ``centre`` (default: the first
+    pose's position), in order, without repeats. Reversed poses give the trailing ones. A step of
+    more than a quarter turn between consecutive poses ends the list: no base turns that fast
+    between waypoints, so it is not a turn on the spot but a corner of the path (pursuit's job)."""
+    if len(poses) == 0:
+        return []
+    c = np.asarray(poses[0] if centre is None else centre, dtype=np.float64)
     yaws: list[float] = []
-    for a in poses[k:, 2].tolist():
+    for x, y, a in poses.tolist():
+        if math.hypot(x - c[0], y - c[1]) >= tolerance:
+            break
+        if yaws and abs(wrap(a - yaws[-1])) > math.pi / 2:
+            break
         if not yaws or abs(wrap(a - yaws[-1])) > 1e-3:
             yaws.append(a)
     return yaws

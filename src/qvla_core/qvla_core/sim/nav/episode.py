@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,14 +43,19 @@ class EpisodeLog:
     metrics: NavMetrics
 
 
-def at_rest(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
-    """Moved < 5 cm and turned < 0.05 rad from pose ``a`` to pose ``b``: the base has stopped."""
-    return math.hypot(b[0] - a[0], b[1] - a[1]) < 0.05 and abs(wrap(b[2] - a[2])) < 0.05
+STILL_M, STILL_RAD = 0.05, 0.05  # a base that stays this close to a pose has not moved
+
+
+def held_still(poses: Sequence[tuple[float, float, float]]) -> bool:
+    """Every pose within ``STILL_M`` and ``STILL_RAD`` of the first: the base stood still throughout,
+    not merely came back (a base turning to and fro ends where it began, and has not stopped)."""
+    x0, y0, a0 = poses[0]
+    return all(math.hypot(x - x0, y - y0) < STILL_M and abs(wrap(a - a0)) < STILL_RAD for x, y, a in poses)
 
 
 class RestDetector:
     """Says when a drive is over: once ``window`` control steps have passed, the base has been
-    more than 10 cm from ``start`` at some step and has been :func:`at_rest` over the last
+    more than 10 cm from ``start`` at some step and has :func:`held_still` over the last
     ``window`` steps."""
 
     def __init__(self, start: tuple[float, float, float], window: int) -> None:
@@ -63,7 +69,7 @@ class RestDetector:
         if len(self._recent) <= self._window:
             return False
         self._moved = self._moved or math.hypot(pose[0] - self._start[0], pose[1] - self._start[1]) > 0.1
-        return self._moved and at_rest(self._recent[0], pose)
+        return self._moved and held_still(self._recent)
 
 
 def follow_chunk(sim: NavSim, follower: PathFollower, chunk: ActionChunk) -> None:

@@ -41,6 +41,7 @@ SAFETY_MARGIN = 0.15  # clearance kept beyond the base's radius when planning [m
 CORNER_TURN = math.radians(15.0)  # a path vertex turning more than this is a corner
 TURN_FIRST = 0.9  # heading error [rad] beyond which the waypoints turn on the spot first
 TURN_RATE = 1.2  # rad/s of those turns (the base's limit is 1.5)
+MIN_LEG = 0.1  # [m] a path leg shorter than this does not set the heading to turn to first
 
 
 class GroundTruth(Protocol):
@@ -160,7 +161,10 @@ class NavExpert:
         out = []
         # A differential drive turns on the spot before it drives off in a very different direction
         # (the controller does so beyond its rotate_threshold), at about TURN_RATE.
-        err = wrap(float(heading[0]) - yaw)
+        # Towards the first leg of some length: the path's first vertex can be a cell away (the base
+        # grazing the inflated map), and a heading to it says nothing about the way on.
+        first = int(np.argmax(seg_len >= MIN_LEG)) if np.any(seg_len >= MIN_LEG) else 0
+        err = wrap(float(heading[first]) - yaw)
         if abs(err) > TURN_FIRST:
             n_turn = min(math.ceil(abs(err) / (TURN_RATE * dt)), horizon)
             out += [(path[0, 0], path[0, 1], wrap(yaw + err * (k + 1) / n_turn)) for k in range(n_turn)]
