@@ -35,8 +35,7 @@ from success_stats import wilson  # noqa: E402
 
 
 def visible_objects(scene, opaque, pose, max_range: float):  # type: ignore[no-untyped-def]
-    from qvla_core.sim.nav.metrics import in_sight
-    from qvla_core.sim.nav.search import HALF_FOV
+    from qvla_core.sim.nav.metrics import HALF_FOV, in_sight
 
     out = []
     for obj in scene.objects:

@@ -17,10 +17,10 @@ from qvla_core.sim.nav.env import NavSim
 from qvla_core.sim.nav.episode import run_episode
 from qvla_core.sim.nav.expert import NavExpert
 from qvla_core.sim.nav.generate import generate_scene
-from qvla_core.sim.nav.metrics import in_sight, target_visibility
+from qvla_core.sim.nav.metrics import HALF_FOV, in_sight, target_visibility
 from qvla_core.sim.nav.planner import OccupancyGrid
 from qvla_core.sim.nav.scene import NavObject, NavScene, Rect, open_room
-from qvla_core.sim.nav.search import HALF_FOV, SearchingExpert, view_mask
+from qvla_core.sim.nav.search import SearchingExpert, view_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 EMB = load_embodiment(ROOT / "config" / "robots" / "vln_nav.yaml")

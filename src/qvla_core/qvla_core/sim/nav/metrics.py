@@ -27,6 +27,7 @@ from qvla_core.sim.nav.planner import OccupancyGrid, path_length
 from qvla_core.sim.nav.scene import BASE_RADIUS, NavObject, NavScene
 
 SUCCESS_RADIUS = 1.0
+HALF_FOV = math.radians(37.5)  # the sim camera's horizontal half field of view (env.CAMERA_FOVY at 4:3)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def table_row(name: str, summary: dict[str, float]) -> str:
     )
 
 
-def target_visibility(scene: NavScene, half_fov: float = math.radians(37.5)) -> str:
+def target_visibility(scene: NavScene, half_fov: float = HALF_FOV) -> str:
     """Where the named object is from the start, for splitting results: :func:`in_sight` from the
     scene's start pose over its walls and objects, not inflated."""
     return in_sight(

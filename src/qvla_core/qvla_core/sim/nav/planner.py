@@ -257,13 +257,13 @@ def geodesic_from(grid: OccupancyGrid, x: float, y: float) -> tuple[FloatArray, 
         costs: list[FloatArray] = []
         index = np.arange(ny * nx).reshape(ny, nx)
         for di, dj, c in _STEPS:
-            a = free[max(0, -di) : ny - max(0, di), max(0, -dj) : nx - max(0, dj)]
-            b = free[max(0, di) : ny + min(0, di) or None, max(0, dj) : nx + min(0, dj) or None]
-            both = a & b
-            src = index[max(0, -di) : ny - max(0, di), max(0, -dj) : nx - max(0, dj)][both]
-            rows.append(src)
-            cols.append(src + di * nx + dj)
-            costs.append(np.full(len(src), c * grid.resolution))
+            # cells (i, j) whose neighbour (i + di, j + dj) is inside the grid, and those neighbours
+            src = (slice(max(0, -di), ny - max(0, di)), slice(max(0, -dj), nx - max(0, dj)))
+            dst = (slice(max(0, di), ny + min(0, di)), slice(max(0, dj), nx + min(0, dj)))
+            linked = index[src][free[src] & free[dst]]
+            rows.append(linked)
+            cols.append(linked + di * nx + dj)
+            costs.append(np.full(len(linked), c * grid.resolution))
         grid._graph = coo_matrix(
             (np.concatenate(costs), (np.concatenate(rows), np.concatenate(cols))), shape=(ny * nx, ny * nx)
         ).tocsr()

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from qvla_core.embodiment import Embodiment
 from qvla_core.sim.nav.controller import Pose2D, relative, wrap
 from qvla_core.sim.nav.expert import TURN_RATE, GroundTruth, NavExpert
-from qvla_core.sim.nav.metrics import in_sight
+from qvla_core.sim.nav.metrics import HALF_FOV, in_sight
 from qvla_core.sim.nav.planner import OccupancyGrid, geodesic_from, string_pull
 from qvla_core.sim.nav.scene import NavObject, NavScene
 
@@ -40,11 +40,8 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 VIEW_RANGE = 6.0  # [m] an object farther than this is not taken as seen (a few pixels at 128x96)
-HALF_FOV = math.radians(37.5)  # the sim camera's horizontal half field of view
 RAYS = 64  # rays across the field of view when marking what the camera swept
-LOOK_DONE = (
-    0.25  # [rad] left of the look-around that is not worth turning (the controller's tolerance is 0.15)
-)
+LOOK_DONE = 0.25  # [rad] of look-around left that is not worth a turn (controller tolerance: 0.15)
 MIN_FRONTIER_M2 = 0.5  # unswept free areas smaller than this (behind an object) are not worth a trip
 
 
